@@ -33,7 +33,7 @@ from .cache import ObjectCache
 from .fetch import Fetcher
 from .inflate import WHOLE_MAX
 from .limits import human, zlib_bound
-from .objects import ObjectHash, new_hasher, parse_hash
+from .objects import ObjectHash, new_hasher, object_path, parse_hash
 from .plaincache import TRAILER, PlainCache, SizeMismatch
 from .quota import Quota
 
@@ -303,8 +303,9 @@ class ObjectStore:
                 raise
             return parts, spill, got
 
+        name = str(h)  # once: its path and its message text (each fetched object)
         parts, spill, got = self.fetcher.fetch(
-            h.path(suffix), collect, what=f"{what} {h}{suffix}", limit=limit
+            object_path(name, suffix), collect, what=f"{what} {name}{suffix}", limit=limit
         )
         self.stats["fetched"] += 1
         self.stats["fetched_bytes"] += got
