@@ -583,13 +583,11 @@ class InodeFilesystem(ll.Filesystem):
                 and size <= ll.FRESH_MAX
             ):
                 # A small file read whole, the usual read: its bytes in one read of the copy
-                # that also checks it (``PlainCache.read_whole``), no descriptor kept; when at
-                # hand (warm), without ``read``'s layers and its copy of the bytes. A larger one
-                # goes by descriptor: ``reply_fd`` reads it into a kept buffer, not fresh pages.
-                data = self.repo.cached_whole(entry)
-                if data is None:
-                    data = self.repo.read(entry, 0, size)
-                ll.reply_buf(req, data, size)
+                # that also checks it (``PlainCache.read_whole``), no descriptor kept, without
+                # ``read``'s layers and its copy of the bytes; on a miss made without a second
+                # look (``Revision.whole``). A larger one goes by descriptor: ``reply_fd`` reads
+                # it into a kept buffer, not fresh pages.
+                ll.reply_buf(req, self.repo.whole(entry), size)
                 return
             if entry.is_chunked:
                 i = max(0, chunk_at(entry.chunks, off))

@@ -43,8 +43,6 @@ AWAIT_WHOLE = 8 << 10
 AWAIT_MOST = 1 << 20
 _LOWAT = getattr(socket, "SO_RCVLOWAT", None)
 _POLLIN = getattr(select, "POLLIN", 1)
-#: ``spoiled``'s peek: the flags combined once (an enum ``|`` per reused connection was ~0.5 us)
-_PEEK_NOW = int(socket.MSG_PEEK | socket.MSG_DONTWAIT)
 
 #: a space, CR or LF: refused in a request line (one C call, not a generator per character class)
 _WHITESPACE = re.compile("[ \r\n]").search
@@ -155,7 +153,8 @@ class Connection:
             self.sock = sock
         try:
             tail = f" HTTP/1.1\r\nHost: {host}\r\n".encode() + headers + b"\r\n"
-            self.sock.sendall(b"".join(b"GET " + t.encode() + tail for t in targets))
+            # joined in C (no generator frame per request: one per fetched object)
+            self.sock.sendall(b"GET " + (tail + b"GET ").join(map(str.encode, targets)) + tail)
         except BlockingIOError:
             raise TimeoutError("timed out") from None
 
@@ -166,18 +165,18 @@ class Connection:
     def spoiled(self) -> bool:
         """A kept-alive plain-HTTP connection that got bytes while idle, or whose end came: the
         bytes would be read as the next request's answer (bytes after a body's last segment arrive
-        after the check that kept it), and a request on a closed one is spent. One non-blocking
-        peek, nothing consumed. Not checked over TLS (a record there may be no answer's byte)."""
+        after the check that kept it), and a request on a closed one is spent. One poll that does
+        not wait, nothing consumed. Not checked over TLS (a record there may be no answer's byte)."""
         sock = self.sock
         if sock is None or self.scheme != "http":
             return False
-        try:
-            sock.recv(1, _PEEK_NOW)  # b"": the end; a byte: extra
-        except BlockingIOError:
-            return False  # nothing there: as it was left
-        except OSError:
-            pass  # reset by the server
-        return True
+        # Polled, not peeked: a peek at nothing raised BlockingIOError on every reuse (an exception
+        # per fetched object); readable is a byte there, the end, or a reset (POLLHUP, POLLERR)
+        poll = self._poll
+        if poll is None:
+            poll = self._poll = select.poll()
+            poll.register(sock, _POLLIN)
+        return bool(poll.poll(0))
 
     # -- reading -----------------------------------------------------------------------------------
     def _consume(self, buf: bytes, at: int) -> None:
@@ -348,6 +347,8 @@ def _fields(block: str) -> dict[str, str]:
 
 #: the fields the reader needs of every answer, as ``_fields`` names them
 _WANTED = ("connection", "transfer-encoding", "content-length")
+#: each with the text that starts its line and that text's length (made once, not per answer)
+_NEEDLES = tuple((name, f"\n{name}:", len(name) + 2) for name in _WANTED)
 
 
 def _wanted(block: str) -> list[str | None]:
@@ -358,16 +359,16 @@ def _wanted(block: str) -> list[str | None]:
     line), ``_fields`` reads the block."""
     low = block.lower()  # Latin-1: the same length, so a position in it is one in ``block``
     values: list[str | None] = []
-    for name in _WANTED:
+    for name, needle, skip in _NEEDLES:
         n = low.count(name)
         if not n:
             values.append(None)
             continue
-        i = low.find(f"\n{name}:")
+        i = low.find(needle)
         if n > 1 or i < 0:
             fields = _fields(block)
             return [fields.get(name) for name in _WANTED]
-        i += len(name) + 2
+        i += skip
         j = block.find("\n", i)
         if j < 0:
             j = len(block)
@@ -526,7 +527,10 @@ class Response:
     def drain(self, most: int) -> bool:
         """Read and drop the rest of a small unwanted body (an error page, a redirect) so the
         connection can be reused; False (not reusable) if more than ``most`` bytes are left."""
-        if self._left is not None and self._left > most:
+        left = self._left
+        if left == 0 and not self.chunked:  # read to its end already (the usual case): no read
+            return not self.will_close and not self._conn._buf
+        if left is not None and left > most:
             return False
         got = 0
         while block := self.read1(most + 1 - got):

@@ -26,8 +26,6 @@ from __future__ import annotations
 import atexit
 import ctypes
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 #: the largest declared size inflated in one buffer, the largest chunk a publish makes by default
 #: (cvmfs's 16 MiB); bigger objects stream through zlib in 1 MiB steps
@@ -78,10 +76,11 @@ class _Lib:
         self.free.restype = None
         self.free.argtypes = [ctypes.c_void_p]
         #: idle decompressors (one is not to be used by two threads at once); at most AT_ONCE,
-        #: as ``slots`` lets no more inflate at once
+        #: as ``slot`` lets no more inflate at once
         self.pool: list[int] = []
         self.lock = threading.Lock()
-        self.slots = threading.BoundedSemaphore(AT_ONCE)
+        #: whole-buffer inflates that may start now (``slot``; under ``lock``)
+        self.free_slots = AT_ONCE
         atexit.register(self.close)
 
     def take(self) -> int | None:
@@ -126,18 +125,32 @@ def available() -> bool:
     return _library() is not None
 
 
-@contextmanager
-def slot() -> Iterator[bool]:
+class slot:  # used as a function: ``with inflate.slot() as ok``
     """Whether the caller may inflate a whole buffer now (one of ``AT_ONCE``; False without libdeflate
     or with all taken: then it streams). Held while the stored bytes are joined and inflated, so only
-    ``AT_ONCE`` callers ever join them; released before the output is handed on."""
-    lib = _library()
-    ok = lib is not None and lib.slots.acquire(blocking=False)
-    try:
-        yield ok
-    finally:
-        if lib is not None and ok:
-            lib.slots.release()
+    ``AT_ONCE`` callers ever join them; released before the output is handed on. A class with a
+    counter under the pool's lock, not a generator context manager over a ``BoundedSemaphore``
+    (contextlib's frames and threading's Condition in Python: ~25 Python lines on every cold
+    object, issue 13)."""
+
+    __slots__ = ("_lib",)
+
+    def __enter__(self) -> bool:
+        lib = _library()
+        if lib is not None:
+            with lib.lock:
+                if lib.free_slots:
+                    lib.free_slots -= 1
+                    self._lib: _Lib | None = lib
+                    return True
+        self._lib = None
+        return False
+
+    def __exit__(self, *exc: object) -> None:
+        lib = self._lib
+        if lib is not None:
+            with lib.lock:
+                lib.free_slots += 1
 
 
 #: output buffers kept for the next object (``reusable``): at most AT_ONCE, of at most REUSE_MAX bytes
@@ -146,20 +159,25 @@ _spare: list[bytearray] = []
 _spare_lock = threading.Lock()
 
 
-@contextmanager
-def reusable() -> Iterator[bytearray]:
+class reusable:  # used as a function: ``with inflate.reusable() as into``
     """An output buffer for ``inflate_exact(..., into=)`` whose result the caller is done with when
     this ends (written to the plain cache, not kept), then kept for the next caller. A fresh
     buffer of a large object was fresh pages each time (glibc maps a block of 1 MiB or more,
     ``mount._tame_malloc``; freed, it is unmapped): a page fault and the kernel's zeroing per 4 KiB,
     then bytearray's own zeroing — on the host 26,791 minor faults and 0.10 CPU-s for 84 MB of
     150 KB-4 MB objects, against 9 and 0.04-0.05 s with the memory kept (issue 13: the large
-    objects' inflating is the largest item of an un-seeded first boot's making of copies)."""
-    with _spare_lock:
-        buf = _spare.pop() if _spare else bytearray()
-    try:
-        yield buf
-    finally:
+    objects' inflating is the largest item of an un-seeded first boot's making of copies). A
+    class, not a generator context manager: one is entered for every cold object."""
+
+    __slots__ = ("_buf",)
+
+    def __enter__(self) -> bytearray:
+        with _spare_lock:
+            buf = self._buf = _spare.pop() if _spare else bytearray()
+        return buf
+
+    def __exit__(self, *exc: object) -> None:
+        buf = self._buf
         if len(buf) <= REUSE_MAX:
             with _spare_lock:
                 if len(_spare) < AT_ONCE:

@@ -400,12 +400,22 @@ class Repository:
             raise IntegrityError(f"{self.fqrn}: {entry.path}: chunks end at {pos}, file size is {entry.size}")
         return b"".join(parts)
 
-    def cached_whole(self, entry: DirEntry) -> bytes | None:
-        """A whole unchunked regular file if the store has it at hand (``ObjectStore.cached_whole``:
-        its first ``entry.size`` bytes are the file's, checked), else None: ``read`` it then."""
-        if entry.kind != S_IFREG or entry.flags & FLAG_EXTERNAL or entry.chunks or entry.content_hash is None:
-            return None
-        return self.store.cached_whole(entry.content_hash, SUFFIX_FILE, entry.size)
+    def whole(self, entry: DirEntry) -> bytes:
+        """A whole unchunked regular file for a read of all of it, the FUSE daemon's usual read of a
+        small file: at hand (``ObjectStore.cached_whole``: checked), else made (``ObjectStore.whole``)
+        without a second look and with its message text built only then. At least ``entry.size``
+        bytes: the first of them are the file's (a copy's trailer may follow)."""
+        store = self.store
+        name = entry.content_hash
+        if entry.kind != S_IFREG or entry.flags & FLAG_EXTERNAL or entry.chunks or name is None:
+            return self.read(entry)  # says what is wrong with it, or reads it the general way
+        made = store.made  # before the look: what is made after it is looked for again
+        data = store.cached_whole(name, SUFFIX_FILE, entry.size)
+        if data is not None:
+            return data
+        if store.plain_cache is None:
+            return self.read(entry)
+        return store.whole(name, SUFFIX_FILE, entry.size, entry.compressed, f"file {entry.path}", since=made)
 
     def _object(self, entry: DirEntry, part: int) -> tuple[str, str, int, str]:
         """(name, suffix, inflated size, what) of a file's object (``part`` 0) or of its chunk ``part``."""

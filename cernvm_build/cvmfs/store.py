@@ -33,7 +33,7 @@ from .cache import ObjectCache
 from .fetch import Fetcher
 from .inflate import WHOLE_MAX
 from .limits import human, zlib_bound
-from .objects import ObjectHash, new_hasher, parse_hash
+from .objects import ObjectHash, new_hasher, object_path, parse_hash
 from .plaincache import TRAILER, PlainCache, SizeMismatch
 from .quota import Quota
 
@@ -161,8 +161,9 @@ class ObjectStore:
         self._spilled: dict[str, Path] = {}
         self._lock = threading.RLock()
         self._key_locks: dict[str, threading.Lock] = {}
-        #: how many ``_once`` makes have ended (only ever grows)
-        self._made = 0
+        #: how many ``_once`` makes have ended (only ever grows): read before a look that may miss,
+        #: it tells ``whole`` whether something was made since
+        self.made = 0
         #: the mount daemon's cache of inflated file contents (``plaincache.py``); None elsewhere
         self.plain_cache: PlainCache | None = None
         #: the caches' size limit where the mount daemon has one (the boot list watches its evictions)
@@ -302,8 +303,9 @@ class ObjectStore:
                 raise
             return parts, spill, got
 
+        name = str(h)  # once: its path and its message text (each fetched object)
         parts, spill, got = self.fetcher.fetch(
-            h.path(suffix), collect, what=f"{what} {h}{suffix}", limit=limit
+            object_path(name, suffix), collect, what=f"{what} {name}{suffix}", limit=limit
         )
         self.stats["fetched"] += 1
         self.stats["fetched_bytes"] += got
@@ -490,17 +492,23 @@ class ObjectStore:
         get: Callable[[str], _T | None],
         make: Callable[[], _T],
         put: Callable[[str, _T], None] | None = None,
+        *,
+        since: int | None = None,
     ) -> _T:
         """``get(key)``, else ``make()`` (and ``put`` it): the one caching rule of the store, for the
         in-memory LRU, the scratch files and the plain cache. Threads asking for the same key at once
         make it once (libfuse reads one object in many pieces from several threads; a reader and
         the prefetcher ask for the same file): who waited for the other looks again. ``get`` and
         ``put`` take what locks they need (the plain cache's ``get`` is a file open: it must not
-        hold the store's lock)."""
-        made = self._made
-        hit = get(key)
-        if hit is not None:
-            return hit
+        hold the store's lock). ``since``: the caller's own first look found nothing after it read
+        ``made`` (that count): not looked again here unless something was made since."""
+        if since is None:
+            made = self.made
+            hit = get(key)
+            if hit is not None:
+                return hit
+        else:
+            made = since
         with self._lock:
             key_lock = self._key_locks.setdefault(key, threading.Lock())
         try:
@@ -508,7 +516,7 @@ class ObjectStore:
                 # Looked again only if something was made since the first look (perhaps this, by
                 # the thread this one waited for): on a cold read the second look was a failed
                 # open per object.
-                if self._made != made:
+                if self.made != made:
                     hit = get(key)
                     if hit is not None:
                         return hit
@@ -516,7 +524,7 @@ class ObjectStore:
                 if put is not None:
                     put(key, value)
                 with self._lock:  # before the key's lock is let go: its waiter must see it
-                    self._made += 1
+                    self.made += 1
                 return value
         finally:
             with self._lock:
@@ -866,10 +874,10 @@ class ObjectStore:
                     self._unclaim(key, lock)
 
     def _unclaim(self, key: str, lock: threading.Lock) -> None:
-        """Give a claim back. ``_made`` moves first, under the store's lock, so the reader that
+        """Give a claim back. ``made`` moves first, under the store's lock, so the reader that
         waited for the key looks again (and finds what was made, or makes it)."""
         with self._lock:
-            self._made += 1
+            self.made += 1
             if self._key_locks.get(key) is lock:
                 del self._key_locks[key]
         lock.release()
@@ -897,8 +905,8 @@ class ObjectStore:
             return None if data is None else data[:n]
 
     def _take_ahead(self, key: str) -> bytes | None:
-        if not self._ahead:  # a warm cache: nothing was fetched ahead (no lock taken)
-            return None
+        """Contents fetched ahead for ``key``, taken; the caller checked that some are held (on a
+        warm cache none ever are: no call and no lock)."""
         with self._ahead_lock:
             data = self._ahead.pop(key, None)
             if data is not None:
@@ -908,12 +916,12 @@ class ObjectStore:
     def cached_whole(self, name: str, suffix: str, size: int) -> bytes | None:
         """The whole inflated object of ``size`` bytes if it is at hand (handed over from its fetch
         ahead, else read and checked from the plain cache, trailer still on: its first ``size``
-        bytes), else None: ``_whole``'s first look without its closures and ``_once``, for a warm
+        bytes), else None: ``whole``'s first look without its closures and ``_once``, for a warm
         read of a small file (issue 14: on every one)."""
         plain = self.plain_cache
         if plain is None:
             return None
-        data = self._take_ahead(name + suffix)
+        data = self._take_ahead(name + suffix) if self._ahead else None  # (warm: none, no call)
         if data is not None and len(data) != size:
             data = None  # fetched ahead for an entry of another size: the checked path says which
         if data is None:
@@ -922,10 +930,15 @@ class ObjectStore:
             self.stats["cache_hits"] += 1
         return data
 
-    def _whole(self, name: str, suffix: str, size: int, compressed: bool, what: str) -> bytes:
+    def whole(
+        self, name: str, suffix: str, size: int, compressed: bool, what: str, *, since: int | None = None
+    ) -> bytes:
         """The whole inflated object from the plain cache: handed over from its fetch ahead, else one
         read of the copy that also checks it, else made (by this thread, or by the fetch ahead it
-        waits for); a small one made here is returned from memory, not read back from its copy."""
+        waits for); a small one made here is returned from memory, not read back from its copy.
+        ``since``: the caller read ``made`` (that count), then looked (``cached_whole``) and found
+        nothing: that look is not repeated (``_once``; a cold FUSE read of a small file looked
+        twice, issue 13)."""
         key = name + suffix
 
         def get(_key: str) -> bytes | None:
@@ -943,7 +956,7 @@ class ObjectStore:
             os.close(self._make_plain(name, suffix, size, compressed, what, keep))
             return b"".join(keep)
 
-        return self._once(key, get, make)
+        return self._once(key, get, make, since=since)
 
     def read(
         self, name: str, suffix: str, *, size: int, offset: int, length: int, compressed: bool, what: str
@@ -952,7 +965,7 @@ class ObjectStore:
         plain = self.plain_cache
         if plain is not None:
             if offset == 0 and length >= size:
-                return self._whole(name, suffix, size, compressed, what)
+                return self.whole(name, suffix, size, compressed, what)
             fd = self.inflated_fd(name, suffix, size=size, compressed=compressed, what=what)
             try:
                 return os.pread(fd, min(length, size - offset), offset)

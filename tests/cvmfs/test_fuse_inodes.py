@@ -782,3 +782,47 @@ def test_a_large_file_read_whole_is_answered_from_a_descriptor(
             fs.lookup(0, 1, name.encode())
             fs.read(0, repo.stat("/" + name).inode, len(data), 0, Fi())
     assert got == [("buf", small), ("fd", big)]
+
+
+def test_a_cold_small_file_read_whole_looks_for_its_copy_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A small file's READ of all of it on a cold cache: one look for the copy that finds nothing,
+    then one fetch (``Revision.whole``); the look was made a second time inside the store's
+    ``_once`` (issue 13: ~7k instructions a cold object). Warm, one look that finds it."""
+    from cernvm_build.cvmfs import fuse_lowlevel as ll
+    from cernvm_build.cvmfs.fuse_inodes import InodeFilesystem
+    from cernvm_build.cvmfs.plaincache import PlainCache
+    from cernvm_build.cvmfs.repository import open_repository
+
+    src = tmp_path / "src"
+    src.mkdir()
+    small = b"small\n" * 100
+    (src / "small").write_bytes(small)
+    stratum, pub = _publish(tmp_path, src)
+    got: list[bytes] = []
+    monkeypatch.setattr(ll, "reply_buf", lambda req, data, size=None: got.append(bytes(data[:size])))
+    monkeypatch.setattr(ll, "reply_entry", lambda req, entry: None)
+    looks: list[str] = []
+    real = PlainCache.read_whole_raw
+    monkeypatch.setattr(
+        PlainCache, "read_whole_raw", lambda self, name, *a: looks.append(name) or real(self, name, *a)
+    )
+
+    class Fi:
+        fh = 0
+
+    with open_repository(str(stratum), public_keys=[pub], cache_dir=tmp_path / "cache") as repo:
+        assert repo.store.cache is not None
+        repo.store.plain_cache = PlainCache(repo.store.cache.root)
+        fs = InodeFilesystem(repo)
+        fs._no_open = True  # as after the kernel's first OPEN was answered ENOSYS
+        fs.lookup(0, 1, b"small")
+        entry = repo.stat("/small")
+        fetched = repo.store.stats["fetched"]
+        fs.read(0, entry.inode, len(small), 0, Fi())
+        assert got == [small] and repo.store.stats["fetched"] == fetched + 1
+        assert looks == [entry.content_hash]
+        fs.read(0, entry.inode, len(small), 0, Fi())  # warm: found by its one look
+        assert got == [small, small] and repo.store.stats["fetched"] == fetched + 1
+        assert looks == [entry.content_hash] * 2

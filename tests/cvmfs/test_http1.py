@@ -547,3 +547,45 @@ def test_https_verifies_the_server_and_keeps_its_connection(
             f.get("len/5", what="object")
         assert "\n" not in str(err.value) and "CERTIFICATE_VERIFY_FAILED" in str(err.value), err.value
     monkeypatch.setattr(http1, "_ssl_context", None)
+
+
+def _connected_pair() -> tuple[Connection, socket.socket]:
+    """A plain-HTTP ``Connection`` already connected (a socketpair's end) and its peer."""
+    ours, peer = socket.socketpair()
+    conn = Connection("http", "127.0.0.1:80", 5)
+    conn.sock = ours
+    return conn, peer
+
+
+def test_an_idle_connection_is_spoiled_by_a_byte_or_its_end_and_not_by_nothing() -> None:
+    """``spoiled`` (polled, issue 13: a peek at nothing raised an exception per reuse): an idle
+    connection with nothing there is fine, however often asked; one a byte came to, or whose peer
+    closed, is not reused; nothing is consumed."""
+    conn, peer = _connected_pair()
+    with contextlib.closing(peer):
+        assert not conn.spoiled() and not conn.spoiled()
+        peer.sendall(b"X")
+        assert conn.spoiled() and conn.spoiled()  # still there: nothing consumed
+        assert conn.sock is not None and conn.sock.recv(1) == b"X"
+        assert not conn.spoiled()
+        peer.close()
+        assert conn.spoiled()
+    conn.close()
+
+
+def test_a_body_read_to_its_end_is_drained_without_another_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``drain`` after a length-bound body was read whole (every fetched object): its reuse is
+    decided without a read call (issue 13); a body with bytes left is still read to its end."""
+    conn, peer = _connected_pair()
+    with contextlib.closing(peer):
+        peer.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc" * 2)
+        resp = Response(conn)
+        assert resp.read1(10) == b"abc"
+        reads: list[int] = []
+        real = Response.read1
+        monkeypatch.setattr(Response, "read1", lambda self, n: reads.append(n) or real(self, n))
+        assert not resp.drain(100)  # the next answer is buffered behind it: not reusable idle
+        assert reads == []
+        resp = Response(conn)
+        assert resp.drain(100) and reads  # unread: read to its end, then reusable
+    conn.close()

@@ -22,7 +22,7 @@ import pytest
 from cernvm_build.cvmfs import plaincache
 from cernvm_build.cvmfs import store as store_mod
 from cernvm_build.cvmfs.cache import ObjectCache
-from cernvm_build.cvmfs.catalog_rows import FLAG_COMPRESSION_NONE
+from cernvm_build.cvmfs.catalog_rows import FLAG_COMPRESSION_NONE, DirEntry
 from cernvm_build.cvmfs.objects import object_path, parse_hash
 from cernvm_build.cvmfs.plaincache import CLEAN, OPEN, STALE_TMP_S, TRAILER, PlainCache
 from cernvm_build.cvmfs.quota import Quota
@@ -924,19 +924,24 @@ def test_a_cache_cleared_under_a_mount_is_fetched_again(
 
 def test_a_warm_whole_read_takes_the_checked_copy_or_nothing(fx: Fixture, tmp_path: Path) -> None:
     """``cached_whole`` (a warm READ of a small file): the copy's bytes, checked, with its trailer
-    still on; None when there is no copy (cold), when the copy is bad (removed), for a chunked file;
-    it never fetches."""
+    still on; None when there is no copy (cold), when the copy is bad (removed); it never fetches.
+    ``Revision.whole`` reads a chunked file the general way."""
     cache = tmp_path / "cache"
+
+    def cached_whole(repo: Repository, e: DirEntry) -> bytes | None:
+        assert e.content_hash is not None
+        return repo.store.cached_whole(e.content_hash, "", e.size)
+
     with _open(fx.repo, fx, cache) as repo:
         entry = repo.stat(FILE)
         fetched = repo.store.stats["fetched"]  # the catalogs
-        assert repo.cached_whole(entry) is None and repo.store.stats["fetched"] == fetched
+        assert cached_whole(repo, entry) is None and repo.store.stats["fetched"] == fetched
         data = repo.read(entry)
-        assert repo.cached_whole(repo.stat(BIG)) is None
+        assert repo.whole(repo.stat(BIG)) == repo.read(BIG)  # chunked: read the general way
         plain = _plain_file(repo, FILE)
     with _open(fx.repo, fx, cache) as repo:  # a new process: the copy is checked on first use
         fetched = repo.store.stats["fetched"]
-        got = repo.cached_whole(entry)
+        got = cached_whole(repo, entry)
         assert got is not None and got[: entry.size] == data and len(got) == entry.size + TRAILER
         assert repo.store.stats["fetched"] == fetched
     raw = bytearray(plain.read_bytes())
@@ -944,6 +949,6 @@ def test_a_warm_whole_read_takes_the_checked_copy_or_nothing(fx: Fixture, tmp_pa
     plain.write_bytes(bytes(raw))
     with _open(fx.repo, fx, cache) as repo:
         fetched = repo.store.stats["fetched"]
-        assert repo.cached_whole(entry) is None and repo.store.stats["fetched"] == fetched
+        assert cached_whole(repo, entry) is None and repo.store.stats["fetched"] == fetched
         assert not plain.exists()
         assert repo.read(entry) == data  # made again

@@ -506,7 +506,7 @@ def test_a_cold_pyc_is_fetched_with_its_source_in_one_request(
         pyc = entry("/d/__pycache__/a.cpython-311.pyc")
         p.opened(pyc)
         assert sent == [2] and cached("/d/a.py") and p._pending == set()
-        assert repo.cached_whole(pyc) == (tree / "d" / "__pycache__" / "a.cpython-311.pyc").read_bytes()
+        assert repo.whole(pyc) == (tree / "d" / "__pycache__" / "a.cpython-311.pyc").read_bytes()
         assert repo.read("/d/a.py") == (tree / "d" / "a.py").read_bytes()
         assert sent == [2], "a folded file was fetched again"
         p.opened(pyc)  # cached now: nothing
