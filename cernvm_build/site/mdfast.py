@@ -44,8 +44,11 @@ _HEADING = re.compile(r"<h([1-6])>(.*?)</h\1>\n", re.S)
 _LINK = re.compile(r'<(a href|img src)="([^"]*)"([^>]*)>')
 _LINK_START = re.compile(r"\]\(")
 #: an autolink's URL (group 1) as the source may hold one (not a link's ``](<url>)``): taken only with an
-#: http(s) URL whose text is shown as written
-_AUTOLINK = re.compile(r"(?<!\]\()<([A-Za-z][A-Za-z0-9+.-]{1,31}:[^<>\x00-\x20]*)>")
+#: http(s) URL whose text is shown as written. The ``<`` first, then the look behind (at the ``<``: not
+#: after ``](``): a pattern that starts with a literal is searched for it, one that starts with the
+#: look behind was tried at every character of every page holding a ``<`` (~30 µs a page of prose,
+#: ~0.03 CPU-s of its 1,000 pages)
+_AUTOLINK = re.compile(r"<(?<!\]\(<)([A-Za-z][A-Za-z0-9+.-]{1,31}:[^<>\x00-\x20]*)>")
 _TAG = re.compile(r"<[^>]*>")
 _IMG = re.compile(r"<img [^>]*>")
 #: tags that nest (the depth check)
