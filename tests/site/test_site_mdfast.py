@@ -338,3 +338,35 @@ def test_autolinks_are_found_as_with_the_look_behind_first_and_searched_for_thei
         assert [(m.start(1), m.group(1)) for m in mdfast._AUTOLINK.finditer(text)] == want, repr(text)
         found += len(want)
     assert found > 1_000
+
+
+class _Counted:
+    """A compiled pattern whose ``sub`` calls are counted."""
+
+    def __init__(self, pattern: re.Pattern[str]):
+        self.pattern = pattern
+        self.subs = 0
+
+    def sub(self, repl: str, text: str) -> str:
+        self.subs += 1
+        return self.pattern.sub(repl, text)
+
+
+def test_a_lt_only_in_fences_needs_no_code_span_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    counted = _Counted(mdfast._CODE)
+    monkeypatch.setattr(mdfast, "_CODE", counted)
+    fenced = "Intro [a](a.md)\n\n```xml\n<VirtualHost *:80>\n</VirtualHost>\n```\n\n`plain` code\n"
+    assert _fast(fenced) is not None
+    assert counted.subs == 0
+    # a ``<`` in a code span: the pass looks for one outside code, as before (none: taken)
+    assert _fast("Run `mkfs <repo>` [a](a.md)\n\n```xml\n<a/>\n```\n") is not None
+    assert counted.subs == 1
+
+
+def _fast(text: str) -> object:
+    return mdfast.render_parts(
+        text,
+        slugify=markdown.slugify,
+        highlight=lambda code, lang: "<pre></pre>",
+        resolve=lambda u: (u, "page"),
+    )
