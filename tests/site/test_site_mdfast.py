@@ -316,3 +316,57 @@ def test_a_line_an_html_block_may_start_on_is_found_as_the_one_regex_finds_it() 
     for text in texts:
         assert html_line(text) == bool(HTML_LINE.search(text)), repr(text)
     assert sum(map(html_line, texts)) > 1_000
+
+
+#: the autolink pattern with its look behind first: its definition, kept here to compare with
+AUTOLINK_BEHIND_FIRST = re.compile(r"(?<!\]\()<([A-Za-z][A-Za-z0-9+.-]{1,31}:[^<>\x00-\x20]*)>")
+
+
+def test_autolinks_are_found_as_with_the_look_behind_first_and_searched_for_their_lt() -> None:
+    from re import _parser as sre_parse  # type: ignore[attr-defined]
+
+    # a literal first: the engine looks for the "<" (a look behind first was tried at every character)
+    assert sre_parse.parse(mdfast._AUTOLINK.pattern)[0] == (sre_parse.LITERAL, ord("<"))
+    rng = random.Random(12)
+    bits = ["<", ">", "](", "](<", "]", "(", "<ab:", "<https:", "//a", "x>", "A1+.-", "x" * 31, " ", "\n"]
+    bits.append("\0")
+    texts = ["](<https://a.b>)", "<https://a> ](<http://b>) x](<c", "<ab:c><de:f>", "]( <ab:c>", "<a:b>"]
+    texts += ["".join(rng.choice(bits) for _ in range(rng.randrange(1, 16))) for _ in range(30_000)]
+    found = 0
+    for text in texts:
+        want = [(m.start(1), m.group(1)) for m in AUTOLINK_BEHIND_FIRST.finditer(text)]
+        assert [(m.start(1), m.group(1)) for m in mdfast._AUTOLINK.finditer(text)] == want, repr(text)
+        found += len(want)
+    assert found > 1_000
+
+
+class _Counted:
+    """A compiled pattern whose ``sub`` calls are counted."""
+
+    def __init__(self, pattern: re.Pattern[str]):
+        self.pattern = pattern
+        self.subs = 0
+
+    def sub(self, repl: str, text: str) -> str:
+        self.subs += 1
+        return self.pattern.sub(repl, text)
+
+
+def test_a_lt_only_in_fences_needs_no_code_span_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    counted = _Counted(mdfast._CODE)
+    monkeypatch.setattr(mdfast, "_CODE", counted)
+    fenced = "Intro [a](a.md)\n\n```xml\n<VirtualHost *:80>\n</VirtualHost>\n```\n\n`plain` code\n"
+    assert _fast(fenced) is not None
+    assert counted.subs == 0
+    # a ``<`` in a code span: the pass looks for one outside code, as before (none: taken)
+    assert _fast("Run `mkfs <repo>` [a](a.md)\n\n```xml\n<a/>\n```\n") is not None
+    assert counted.subs == 1
+
+
+def _fast(text: str) -> object:
+    return mdfast.render_parts(
+        text,
+        slugify=markdown.slugify,
+        highlight=lambda code, lang: "<pre></pre>",
+        resolve=lambda u: (u, "page"),
+    )
