@@ -61,7 +61,7 @@ from ..cvmfs.objects import SUFFIXES, parse_hash
 from ..cvmfs.plaincache import PlainCache
 from ..cvmfs.repository import Repository, SnapshotSpec, open_repository
 from ..errors import CernVMError, CvmfsError, ToolError, UsageError
-from ..fsutil import NotRegularFile, open_regular
+from ..fsutil import NotRegularFile, held_lock, open_regular
 from ..report import NULL_REPORTER, Reporter
 from . import disk
 
@@ -306,47 +306,57 @@ def make_seed(
     dest = Path(os.path.abspath(dest))
     if dest.is_dir():
         raise UsageError(f"{dest}: is a folder", hint="name the seed's file, e.g. -o debian12.seed.qcow2")
-    work = dest.with_name(f".{dest.name}.seed-work")
-    # what this run writes, the clean mark vouches for (a re-run's leftovers are checked on first
-    # use); in whole seconds, as the image keeps the files' ctimes
-    started = time.time_ns() // 10**9 * 10**9
-    root = work / "root"
-    for d in FOLDERS:
-        (root / d).mkdir(parents=True, exist_ok=True)
-    try:
-        rep.step(f"seed: opening {fqrn}")
-        repo = open_repository(
-            source if isinstance(source, str | Path) else list(source),
-            fqrn=fqrn,
-            public_keys=public_keys,
-            cache_dir=root / "cache",
-            proxy=proxy,
-            snapshot=snapshot,
-            timeout=timeout,
-            retries=retries,
-            inflated=True,
-            blacklist=blacklist,
+
+    # one run at a time per seed: two shared the work folder (one's disk.raw truncated and rewritten
+    # under the other's mke2fs and qemu-img, one's end removing the other's files)
+    def refuse(holder: str) -> None:
+        raise UsageError(
+            f"{dest}: another run is making this seed ({holder})",
+            hint="wait for it to finish, or name another file with -o",
         )
+
+    with held_lock(dest.with_name(f".{dest.name}.seed.lock"), f"seed {dest.name}", refuse, remove=True):
+        work = dest.with_name(f".{dest.name}.seed-work")
+        # what this run writes, the clean mark vouches for (a re-run's leftovers are checked on first
+        # use); in whole seconds, as the image keeps the files' ctimes
+        started = time.time_ns() // 10**9 * 10**9
+        root = work / "root"
+        for d in FOLDERS:
+            (root / d).mkdir(parents=True, exist_ok=True)
         try:
-            seed = _fill(repo, parsed, where, rep, jobs, dest)
-        finally:
-            repo.close()
-        cache = root / "cache" / fqrn
-        with contextlib.suppress(OSError):
-            (cache / "tmp").rmdir()  # the store's scratch parent: the daemon makes its own
-        _order_for_lru(cache, [(h, s) for _, h, s in parsed])
-        # made whole from verified streams and copied into an image that appears only complete
-        # (mke2fs keeps the ctimes): the first boot trusts it as after a clean stop
-        PlainCache(cache).mark_clean(sync=False, since=started)
-        rep.step(f"seed: writing the {size_mb} MB disk")
-        disk_bytes = _write_disk(root, dest, size_mb, (mke2fs, debugfs, qemu_img))
-    except KeyboardInterrupt:  # and SIGTERM (the CLI raises it): a re-run goes on from what is here
-        raise
-    except BaseException:
+            rep.step(f"seed: opening {fqrn}")
+            repo = open_repository(
+                source if isinstance(source, str | Path) else list(source),
+                fqrn=fqrn,
+                public_keys=public_keys,
+                cache_dir=root / "cache",
+                proxy=proxy,
+                snapshot=snapshot,
+                timeout=timeout,
+                retries=retries,
+                inflated=True,
+                blacklist=blacklist,
+            )
+            try:
+                seed = _fill(repo, parsed, where, rep, jobs, dest)
+            finally:
+                repo.close()
+            cache = root / "cache" / fqrn
+            with contextlib.suppress(OSError):
+                (cache / "tmp").rmdir()  # the store's scratch parent: the daemon makes its own
+            _order_for_lru(cache, [(h, s) for _, h, s in parsed])
+            # made whole from verified streams and copied into an image that appears only complete
+            # (mke2fs keeps the ctimes): the first boot trusts it as after a clean stop
+            PlainCache(cache).mark_clean(sync=False, since=started)
+            rep.step(f"seed: writing the {size_mb} MB disk")
+            disk_bytes = _write_disk(root, dest, size_mb, (mke2fs, debugfs, qemu_img))
+        except KeyboardInterrupt:  # and SIGTERM (the CLI raises it): a re-run goes on from what is here
+            raise
+        except BaseException:
+            shutil.rmtree(work, ignore_errors=True)
+            raise
         shutil.rmtree(work, ignore_errors=True)
-        raise
-    shutil.rmtree(work, ignore_errors=True)
-    return dataclasses.replace(seed, disk_bytes=disk_bytes, size_mb=size_mb)
+        return dataclasses.replace(seed, disk_bytes=disk_bytes, size_mb=size_mb)
 
 
 @contextlib.contextmanager

@@ -63,7 +63,15 @@ import zlib
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from ..fsutil import atomic_write, fsync_dir, process_umask, spread_subdirectories, syncfs, write_all
+from ..fsutil import (
+    atomic_write,
+    fsync_dir,
+    process_umask,
+    reclaim_stale_in,
+    spread_subdirectories,
+    syncfs,
+    write_all,
+)
 from .objects import Holdings, refuse_symlinked_fan_out, refuse_symlinked_folder, sweep_temporaries
 
 MAGIC = b"CVP2"  # the trailer's checksum is the content's Adler-32 (files written now)
@@ -412,6 +420,10 @@ class PlainCache:
         return True
 
     def _flush_dir(self) -> None:
+        # the markers' temporaries a killed daemon left (``.open``'s, ``.clean``'s: no fan-out
+        # directory's, so ``sweep`` never saw them) go too, off the start's path, kept by this flush
+        with contextlib.suppress(OSError):
+            reclaim_stale_in(self.dir)
         try:
             fsync_dir(self.dir)
         except OSError as e:

@@ -12,7 +12,6 @@ package, the toolkit or the tools).
 from __future__ import annotations
 
 import json
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from .. import releaseindex as idx
 from ..container.verify import read_image
 from ..context import BuildContext
 from ..errors import CernVMError, Location, ProfileError
-from ..fsutil import sha256_file
+from ..fsutil import locked_scratch, sha256_file
 from ..profile import Override, Profile, load, settings
 from ..profile.resolve import looks_like_path
 from .build import ReleaseOptions, build_release, for_release, profile_hash
@@ -128,6 +127,10 @@ def _load(rec: idx.ProfileRecord, index: str, i: int) -> Profile:
         ) from None
 
 
+#: the rebuild's scratch folder's prefix in ``work`` (tempfile's folder by default)
+SCRATCH = "cernvm-release-rebuild-"
+
+
 def rebuild(index_path: Path, *, work: Path | None = None, ctx: BuildContext | None = None) -> RebuildReport:
     """Build the release again from its recorded inputs (``ctx``'s epoch is replaced by the recorded
     one) and compare every artifact."""
@@ -158,7 +161,8 @@ def rebuild(index_path: Path, *, work: Path | None = None, ctx: BuildContext | N
             )
         profiles.append(prof)
     overrides = {rec.name: _overrides(rec, str(index_path), i) for i, rec in enumerate(release.profiles)}
-    with tempfile.TemporaryDirectory(prefix="rebuild-", dir=work) as tmp:
+    # a whole release's images: a killed rebuild's scratch (its lock free) is removed by the next one
+    with locked_scratch(work, SCRATCH) as tmp:
         opts = ReleaseOptions(
             version=release.version, profiles=tuple(profiles), out=Path(tmp), overrides=overrides
         )

@@ -30,7 +30,7 @@ from cernvm_build.cvmfs.repository import Repository, open_repository
 from cernvm_build.cvmfs.serve import Server
 from cernvm_build.errors import CvmfsError
 from tests.support import run_python
-from tests.support.killed import run_killed
+from tests.support.killed import killed_in_atomic_file, run_killed
 
 from .conftest import FQRN, FUSE_LIBS, Fixture, fuse_env
 
@@ -685,6 +685,22 @@ def test_a_daemon_killed_before_the_flush_ends_leaves_no_marker_and_wrote_nothin
     after = PlainCache(root)
     assert not after.take_clean()
     assert not os.path.exists(after.where(name, ""))
+
+
+def test_a_daemon_killed_while_it_writes_a_marker_leaves_no_temporary_for_ever(tmp_path: Path) -> None:
+    """A daemon killed while it writes ``.open`` (``take_clean``) or ``.clean`` (``mark_clean``) left
+    its temporary in ``plain/``, where no fan-out walk (``sweep``, the size limit's scan) looks: the
+    next daemon's start removes a dead process's, and keeps a live writer's."""
+    root = tmp_path / FQRN
+    plain = PlainCache(root)
+    killed_in_atomic_file(plain.dir / OPEN, b"1")
+    killed_in_atomic_file(plain.dir / CLEAN, b"1 2")
+    live = plain.dir / f".{CLEAN}.{os.getpid()}.x.tmp"  # this process's: still being written
+    live.write_bytes(b"")
+    plain.take_clean()
+    plain._settle()
+    plain.mark_clean(sync=False)
+    assert sorted(p.name for p in plain.dir.iterdir() if p.name.endswith(".tmp")) == [live.name]
 
 
 def test_a_clean_stop_flushes_the_directory_once_after_the_sync(

@@ -4,6 +4,7 @@ cache code with no server to fetch from."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import logging
 import os
@@ -11,6 +12,7 @@ import random
 import re
 import shutil
 import subprocess
+import threading
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,6 +32,7 @@ from cernvm_build.cvmfs.plaincache import CLEAN, CLEAN_MARGIN_NS, TRAILER
 from cernvm_build.cvmfs.publish import create_repository, publish_tree
 from cernvm_build.cvmfs.repository import open_repository
 from cernvm_build.cvmfs.serve import serve
+from cernvm_build.errors import UsageError
 
 from .conftest import DEMO_KEYS, FQRN
 
@@ -231,6 +234,38 @@ def test_an_interrupted_run_is_finished_by_the_next(traced: Traced, tmp_path: Pa
     assert dest.exists() and not (tmp_path / ".seed.qcow2.seed-work").exists()
     assert again.objects == full.objects == 2 and again.bytes < full.bytes
     assert full.catalogs == again.catalogs == 1
+
+
+class _PauseAtDisk(_StopAfter):
+    """A reporter that holds the run just before it writes the disk until ``go`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__(-1)
+        self.there, self.go = threading.Event(), threading.Event()
+
+    def step(self, message: str) -> None:
+        if message.startswith("seed: writing"):
+            self.there.set()
+            assert self.go.wait(60)
+
+
+def test_a_second_run_for_one_seed_is_refused_while_the_first_works(traced: Traced, tmp_path: Path) -> None:
+    """Two runs of one ``-o`` at once shared the work folder: the second's end removed the first's
+    files (and each truncated the other's ``disk.raw`` under its mke2fs and qemu-img). The second is
+    one error naming the first's pid; the first ends with its seed, leaving no lock or work folder."""
+    objects = read_trace(traced.trace)
+    dest = tmp_path / "seed.qcow2"
+    paused = _PauseAtDisk()
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        first = pool.submit(make_seed, traced.url, FQRN, [PUB], objects, dest, size_mb=64, reporter=paused)
+        try:
+            assert paused.there.wait(60)
+            with pytest.raises(UsageError, match=f"another run is making this seed [(]pid {os.getpid()} "):
+                make_seed(traced.url, FQRN, [PUB], objects, dest, size_mb=64)
+        finally:
+            paused.go.set()
+        assert first.result().objects == len(objects)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["seed.qcow2"]
 
 
 def test_objects_another_revision_no_longer_names_are_kept_as_stored(traced: Traced, tmp_path: Path) -> None:

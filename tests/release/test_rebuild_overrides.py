@@ -9,7 +9,9 @@ what the index records and how rebuild resolves the profile, not the builders (t
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -75,6 +77,28 @@ def test_a_demo_release_rebuilds_to_the_same_digests(tmp_path: Path) -> None:
     report = rebuild(index, work=tmp_path)
     assert report.identical, report.to_json()
     assert len(report.outcomes) == len(recorded.artifacts) == 3
+
+
+def test_a_killed_rebuild_s_scratch_is_removed_by_the_next(tmp_path: Path) -> None:
+    """A rebuild builds the whole release in a scratch folder: one killed with SIGKILL left it (its
+    images, GBs) in the temporary folder for ever. Its lock is free (the kernel dropped it with the
+    process), so the next rebuild removes it; a running rebuild's (locked) is kept."""
+    from cernvm_build.fsutil import lock_dir
+    from cernvm_build.release.rebuild import SCRATCH
+
+    index = _demo_release(tmp_path / "releases")
+    dead = tmp_path / f"{SCRATCH}k1ll3d00"
+    (dead / "images").mkdir(parents=True)
+    (dead / "images" / "big.iso").write_bytes(b"x" * 1000)
+    running = tmp_path / f"{SCRATCH}runn1ng0"
+    running.mkdir()
+    held = lock_dir(running, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    assert held is not None
+    try:
+        assert rebuild(index, work=tmp_path).identical
+    finally:
+        os.close(held)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [running.name, "releases"]
 
 
 def test_a_tampered_recorded_override_is_refused_in_one_line(
