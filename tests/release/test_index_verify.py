@@ -351,6 +351,39 @@ def test_a_key_that_cannot_sign_is_refused_before_anything_is_built(tmp_path: Pa
     assert release.signer and (final / "SHA256SUMS.asc").is_file()
 
 
+def test_an_image_certificate_not_valid_at_the_release_s_build_time_is_refused_before_anything_is_built(
+    tmp_path: Path,
+) -> None:
+    """The images' signing time is the release's build time: a certificate that was not valid then
+    signs nothing (and ``release rebuild``, at the same build time, decides the same)."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    from cernvm_build.context import BuildContext
+    from cernvm_build.image.signature import Signer
+    from cernvm_build.release import build
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "expired signer")])
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(1).not_valid_before(datetime.datetime(2010, 1, 1, tzinfo=datetime.UTC))
+        .not_valid_after(datetime.datetime(2015, 1, 1, tzinfo=datetime.UTC)).sign(key, hashes.SHA256())
+    )  # fmt: skip
+    out = tmp_path / "releases"
+    opts = build.ReleaseOptions("2026.11-1", (), out, image_signer=Signer(key, cert))
+    calls: list[object] = []
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(build, "build_profile_part", lambda *a: calls.append(a))
+        with pytest.raises(CernVMError, match="not at the image's build time 2025-11-25") as e:
+            build.build_release(opts, BuildContext(epoch=1764028800))
+    assert e.value.where == "--image-cert" and not out.exists() and not calls
+
+
 def test_a_previous_index_that_cannot_be_read_is_refused_before_anything_is_built(tmp_path: Path) -> None:
     from cernvm_build.context import BuildContext
     from cernvm_build.release import build
