@@ -4,7 +4,10 @@ Every operation runs in its own temporary GNUPGHOME holding only the keys it was
 keyring is never read or changed and a signature is only "good" if it was made by one of *those* keys.
 Verification reads gpg's machine-readable status lines, not its human output. A signature counts only
 when gpg says it is good *now*: ``VALIDSIG`` alone also comes with signatures by expired or revoked keys
-(``EXPKEYSIG``, ``REVKEYSIG``), which real apt and dnf refuse, and so do we.
+(``EXPKEYSIG``, ``REVKEYSIG``), which real apt and dnf refuse, and so do we for live repository
+metadata. A *past* signature (a release's SHA256SUMS, checked years later: ``verify_archived``) is
+kept good when it was made while its key was valid, as a signature on paper outlives the signer's
+term: the key's expiry since is then a warning, a revocation or a signature after expiry still fail.
 """
 
 from __future__ import annotations
@@ -186,6 +189,24 @@ class Keyring:
         # options and a verify of stdin: a good signature was "no valid signature" (pr26c 11)
         return self._valid_signer(self._gpg("--verify", "--", signature, data, check=False), str(data))
 
+    def verify_archived(self, signature: Path, data: Path) -> Signed:
+        """A signature checked after the fact (a release's SHA256SUMS years later): good as
+        ``verify_detached``, and also when its key has expired since but was valid when it signed
+        (``Signed.key_expired`` then says when). Revoked keys, signatures made after the key's
+        expiry or dated in the future, and bad signatures are an IntegrityError as there."""
+        status = self._gpg("--verify", "--", signature, data, check=False)
+        return archived_signer(status, str(data), self._expiries())
+
+    def _expiries(self) -> dict[str, int]:
+        """Each key's and subkey's expiry (seconds since the epoch; 0: never), by fingerprint."""
+        rows = self._listing("--with-colons", "--fixed-list-mode", "--list-keys").splitlines()
+        out: dict[str, int] = {}
+        for i, r in enumerate(rows[:-1]):
+            fields, nxt = r.split(":"), rows[i + 1]
+            if fields[0] in ("pub", "sub") and nxt.startswith("fpr:") and len(fields) > 6:
+                out[nxt.split(":")[9]] = int(fields[6]) if fields[6].isdigit() else 0
+        return out
+
     def verify_clearsigned(self, path: Path) -> tuple[str, bytes]:
         """``(fingerprint, signed content)`` of a clearsigned file (e.g. InRelease). gpg reads a copy
         of its bytes, a regular file's within MAX_CLEARSIGNED: an InRelease that was a FIFO or a
@@ -292,6 +313,8 @@ def valid_signer(status: str, what: str) -> str:
     hint = "check that the file and its signature belong together"
     for sig in sigs:
         key = f"key {sig.signer()}" + (f" ({sig.uid()})" if sig.uid() else "")
+        if sig.has("BADSIG"):  # gpg says KEYEXPIRED next to it: "bad", not "expired", is what is wrong
+            continue
         if sig.has("REVKEYSIG") or sig.has("KEYREVOKED"):
             reason = f"signed by {key}, which has been revoked"
             hint = "the publisher revoked this key: get the repository's new key, and do not trust this one"
@@ -310,6 +333,64 @@ def valid_signer(status: str, what: str) -> str:
         "bad signature" if bad == "BADSIG" else "signed by an unknown key" if bad else "no valid signature"
     )
     raise IntegrityError(f"{what}: {reason}", hint=hint)
+
+
+@dataclass(frozen=True)
+class Signed:
+    """A good past signature: its key's primary fingerprint, the date it was made, and the date its
+    key expired since (None while the key is valid)."""
+
+    signer: str
+    signed_on: str
+    key_expired: str | None = None
+
+
+def _stamp(word: str) -> int | None:
+    """A status line's time: seconds since the epoch, or ISO 8601 ``YYYYMMDDTHHMMSS``."""
+    if word.isdigit():
+        return int(word)
+    try:
+        return int(dt.datetime.strptime(word, "%Y%m%dT%H%M%S").replace(tzinfo=dt.UTC).timestamp())
+    except ValueError:
+        return None
+
+
+def archived_signer(
+    status: str, what: str, expiries: dict[str, int], now: dt.datetime | None = None
+) -> Signed:
+    """``valid_signer`` for a signature checked after the fact. gpg says EXPKEYSIG whenever the key
+    has expired by *now*, whenever it signed: the signature's creation time (VALIDSIG's third field)
+    against the signing key's and its primary key's expiry (``expiries``, from the keyring) tells a
+    signature made while the key was valid from one made after."""
+    sigs = _signatures(status)
+    for sig in sigs:
+        if sig.has("GOODSIG") and sig.has("VALIDSIG") and not any(map(sig.has, _WORTHLESS)):
+            return Signed(sig.signer(), _date(sig.words["VALIDSIG"][2:3]))
+    clock = int((now or dt.datetime.now(dt.UTC)).timestamp())
+    for sig in sigs:
+        valid = sig.words.get("VALIDSIG", [])
+        dead = ("REVKEYSIG", "KEYREVOKED", "EXPSIG", "BADSIG", "ERRSIG")
+        if not sig.has("EXPKEYSIG") or len(valid) < 10 or any(map(sig.has, dead)):
+            continue
+        made = _stamp(valid[2])
+        ends = [e for e in (expiries.get(valid[0], 0), expiries.get(valid[9], 0)) if e]
+        if made is None or not ends:
+            continue
+        key = f"key {valid[9]}" + (f" ({sig.uid()})" if sig.uid() else "")
+        if made > min(ends):
+            raise IntegrityError(
+                f"{what}: signed on {_date([str(made)])} by {key}, after it expired on "
+                f"{_date([str(min(ends))])}",
+                hint="a signature made after its key expired is not the key holder's: do not trust it",
+            )
+        if made > clock:
+            raise IntegrityError(
+                f"{what}: signed by {key} on {_date([str(made)])}, a date in the future",
+                hint="check the system clock; a signature from the future is not trusted",
+            )
+        return Signed(valid[9], _date([str(made)]), _date([str(min(ends))]))
+    valid_signer(status, what)  # raises: names what is wrong
+    raise AssertionError("valid_signer returned for a status archived_signer refused")
 
 
 def generate_test_key(

@@ -63,6 +63,11 @@ def cmd_images_pull(args: argparse.Namespace, out: Output) -> int:
         url, sha256, size, profile = found.url, found.sha256, found.size or None, profile or found.profile
         how = f"release {found.release}, signed by {found.signer[-16:]}, sha256 verified"
         out.detail(f"{args.url}: {found.name} from {url}")
+        if found.key_expired:
+            out.warn(
+                f"release {found.release}: signed on {found.signed_on}, before key {found.signer} "
+                f"expired on {found.key_expired}: the signature stands; the key signs nothing new"
+            )
     with out.progress(transfer=True) as bar:
         task = bar.add_task(Path(url).name, total=None)
         img = launch.image_cache(s, launch.default_uri(s.connect)).pull(

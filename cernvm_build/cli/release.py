@@ -159,6 +159,12 @@ def _verify(args: argparse.Namespace, out: Output) -> int:
         out.print(styled(verdict, f": release {d['version']}: {d['checked']} artifacts checked{signer}"))
 
     out.data(data, show)
+    if report.signature and report.signature.key_expired:
+        s = report.signature
+        out.warn(
+            f"release {report.version}: signed on {s.signed_on}, before key {s.signer} expired on "
+            f"{s.key_expired}: the signature stands; the key signs nothing new"
+        )
     if not report.ok:
         # an error, not only a return code: with --quiet (results left out) the FAIL lines are not
         # shown, and a failed verify was silent but for its exit code
@@ -227,7 +233,8 @@ def _publish_args(p: argparse.ArgumentParser, *, dest_positional: bool) -> None:
 
 VERIFY_DESCRIPTION = """\
 Check every artifact of a release against its index.json (size, sha256), SHA256SUMS against the
-index, and, with --key, the OpenPGP signature of SHA256SUMS (expired or revoked keys fail). Without
+index, and, with --key, the OpenPGP signature of SHA256SUMS (revoked keys fail; a key expired since the
+signing is a warning, a signature made after the key's expiry fails). Without
 --key a signed release's signature is not checked, and the output says so. Exit 6 on any mismatch.
 
   cernvm-build release verify 2026.11-1                       a version under --out (releases/)

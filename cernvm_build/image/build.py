@@ -296,6 +296,8 @@ def build_image(
     fmts = parse_formats(formats, list(profile.image.formats))
     check_tools(fmts)
     check_epoch(ctx.epoch)
+    if signer is not None:  # the build time is the signing time: refused before anything is built
+        signature.check_signing_time(signer.certificate, ctx.epoch)
     if out_dir.is_dir():
         _remove_stale_work(out_dir, say)
     stem = profile.artifact_stem
@@ -348,6 +350,8 @@ def build_image(
                 "snapshot-revision": snap.revision,
                 "snapshot-tag": snap.tag,
                 "kernel": kernel.version,
+                # the signing time, under the signature: verify checks the certificate against it
+                signature.BUILD_TIME: ctx.epoch,
             }
             made: dict[str, Path] = {}
             if "iso" in fmts:

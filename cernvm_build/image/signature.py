@@ -5,11 +5,18 @@ bootable. Layout (as the real μCernVM ``sign.sh``): the first 32 KiB hold JSON 
 (``ucernvm-version``, ``os-repo``, ``snapshot`` and more), NUL-padded; the second 32 KiB hold JSON
 with the base64 DER ``certificate`` and the base64 ``signature``, which covers the image plus the
 first block. Signatures are RSA PKCS#1 v1.5 over SHA-256 (the ``algorithm`` field says so).
+
+The signing time of a reproducible image is its build time (SOURCE_DATE_EPOCH), recorded in the
+signed first block as ``source-date-epoch``: the certificate must be valid then (``check_signing_time``
+at build, ``validity`` at verify), not at the clock's time — a rebuild years later makes the same
+decision, and an image verified after its certificate expired is good with a warning. An image whose
+block records no build time is checked against no time (not against one an attacker could choose).
 """
 
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import hashlib
 import json
 import stat
@@ -22,6 +29,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
 
+from .. import jsonable, utcdate
 from ..errors import BuildError, IntegrityError, UsageError
 from ..fsutil import open_regular, read_capped, sha256_file
 
@@ -87,6 +95,62 @@ def load_signer(key_pem: Path, cert_pem: Path) -> Signer:
             hint="pass the matching key and certificate",
         )
     return Signer(key=key, certificate=cert)
+
+
+#: the first block's key for the build time, the image's signing time (seconds since the epoch)
+BUILD_TIME = "source-date-epoch"
+MAX_TIME = 253402300799  # 9999-12-31T23:59:59Z, the last time utcdate writes (and X.509 holds)
+
+
+def _cert_span(cert: x509.Certificate) -> tuple[int, int]:
+    return (
+        int(cert.not_valid_before_utc.timestamp()),
+        int(cert.not_valid_after_utc.timestamp()),
+    )
+
+
+def check_signing_time(cert: x509.Certificate, epoch: int, where: str = "--sign-cert") -> None:
+    """Refuse to sign an image built at ``epoch`` with a certificate not valid then: its signature
+    would be one the certificate never covered (and ``verify`` refuses it)."""
+    start, end = _cert_span(cert)
+    if not start <= epoch <= end:
+        raise BuildError(
+            f"the certificate is valid from {utcdate.text(start)} to {utcdate.text(end)}, not at the "
+            f"image's build time {utcdate.text(epoch)} (SOURCE_DATE_EPOCH)",
+            where=where,
+            hint="sign with a certificate valid at the build time, or build at a time within its validity",
+        )
+
+
+@dataclass(frozen=True)
+class Validity:
+    """The certificate's validity against the image's signing time (its recorded build time)."""
+
+    not_before: str
+    not_after: str
+    build_time: str | None  # None: the signed block records none, and nothing was checked
+    valid_when_signed: bool | None
+    expired_on: str | None  # the certificate expired since the signing (a warning)
+
+
+def validity(t: Trailer, now: dt.datetime | None = None) -> Validity | None:
+    """``t``'s certificate against the build time its signed first block records (None: unsigned)."""
+    if t.certificate is None:
+        return None
+    start, end = _cert_span(t.certificate)
+    recorded = t.metadata.get(BUILD_TIME)
+    stamp = recorded if isinstance(recorded, int) and not isinstance(recorded, bool) else None
+    clock = int((now or dt.datetime.now(dt.UTC)).timestamp())
+    valid = None if stamp is None else start <= stamp <= end
+    # a time no certificate covers (past year 9999, before 1970) is shown as recorded, not as a date
+    shown = None if stamp is None else utcdate.text(stamp) if 0 <= stamp <= MAX_TIME else str(stamp)
+    return Validity(
+        not_before=utcdate.text(start),
+        not_after=utcdate.text(end),
+        build_time=shown,
+        valid_when_signed=valid,
+        expired_on=utcdate.text(end)[:10] if valid and end < clock else None,
+    )
 
 
 def _block(obj: dict[str, Any]) -> bytes:
@@ -213,6 +277,13 @@ def verify(image: Path, trusted: x509.Certificate | None = None) -> Trailer:
             f"{image}: signature does not match the image (modified after signing)",
             hint="download the image again and compare its .sha256",
         ) from e
+    v = validity(t)
+    if v is not None and v.valid_when_signed is False:
+        raise IntegrityError(
+            f"{image}: signed with a certificate valid from {v.not_before} to {v.not_after}, not at the "
+            f"image's build time {v.build_time}",
+            hint="the certificate never covered this signature: do not trust the image",
+        )
     return t
 
 
@@ -238,4 +309,5 @@ def describe(image: Path, t: Trailer) -> dict[str, Any]:
         "algorithm": t.algorithm,
         "signer": cert.subject.rfc4514_string() if cert else None,
         "signer_sha256": cert.fingerprint(hashes.SHA256()).hex() if cert else None,
+        "certificate_validity": jsonable.encode(validity(t)),
     }

@@ -40,6 +40,9 @@ class CatalogImage:
     profile: str
     release: str  # the release version
     signer: str  # fingerprint of the key that signed SHA256SUMS
+    signed_on: str = ""  # the date it signed
+    #: the date the key expired since it signed (a warning: a frozen release outlives its key)
+    key_expired: str | None = None
 
 
 def _http(url: str, limit: int) -> bytes:
@@ -101,10 +104,10 @@ def find(name: str, indexes: Sequence[str], keys: Sequence[Path], *, fmt: str | 
             art = min(
                 matching, key=lambda a: FORMATS.index(a.format) if a.format in FORMATS else len(FORMATS)
             )
-            signer = _verify_sums(release, index_url, work, keys, art.path, art.sha256)
+            signed = _verify_sums(release, index_url, work, keys, art.path, art.sha256)
             return CatalogImage(
                 art.name, urljoin(index_url, art.path), art.sha256, art.size, art.format, art.profile,
-                release.version, signer,
+                release.version, signed.signer, signed.signed_on, signed.key_expired,
             )  # fmt: skip
     listed = ", ".join(sorted(set(seen))) or "none"
     raise ImageError(f"no image named '{name}' in the release indexes", hint=f"they list: {listed}")
@@ -117,7 +120,7 @@ def _verify_sums(
     keys: Sequence[Path],
     path: str,
     sha256: str,
-) -> str:
+) -> gpg.Signed:
     if not release.signature:
         raise ImageError(
             f"release {release.version} is not signed",
@@ -133,16 +136,18 @@ def _verify_sums(
     sig = fetch(urljoin(index_url, release.signature), work / "SHA256SUMS.sig")
     try:
         with gpg.Keyring(keys) as kr:
-            signer = kr.verify_detached(sig, sums_path)
+            signed = kr.verify_archived(sig, sums_path)  # a release's signature is a past one
         listed = sums.parse(sums_path)
     except CernVMError as e:
         raise ImageError(f"release {release.version}: {e.message}", where=index_url, hint=e.hint) from None
-    if release.signer and signer != release.signer:
-        raise ImageError(f"release {release.version} is signed by {signer}, its index names {release.signer}")
+    if release.signer and signed.signer != release.signer:
+        raise ImageError(
+            f"release {release.version} is signed by {signed.signer}, its index names {release.signer}"
+        )
     if listed.get(path) != sha256:
         raise ImageError(
             f"release {release.version}: SHA256SUMS does not list {path} with the index's sha256",
             where=index_url,
             hint="the index and the signed sums disagree: the release is damaged or tampered with",
         )
-    return signer
+    return signed

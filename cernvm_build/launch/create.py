@@ -118,7 +118,9 @@ def create_instance(spec: InstanceSpec, *, host: Host, reporter: Reporter = NULL
     reporter.step(STEPS[0])
     image = images.resolve(images.ImageCache(home), image_choice(spec, profile), reporter=reporter)
     reporter.step(STEPS[1])
-    digest = preservation.verify_image(image, profile=profile, checksum=s.disk_checksum, cert=spec.cert)
+    digest = preservation.verify_image(
+        image, profile=profile, checksum=s.disk_checksum, cert=spec.cert, warn=reporter.warn
+    )
     pin = preservation.pin(profile, tag=spec.snapshot, date=spec.date)
     block = dict(pin.ucernvm)
     if spec.cvmfs_server:

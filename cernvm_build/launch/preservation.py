@@ -9,6 +9,7 @@ another snapshot or date.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,8 +29,16 @@ class Pin:
     ucernvm: dict[str, str] = field(default_factory=dict)
 
 
-def verify_image(image: Image, *, profile: Profile | None, checksum: str | None, cert: Path | None) -> str:
-    """The image's verified sha256; an ImageError when the profile's rules or ``cert`` refuse it."""
+def verify_image(
+    image: Image,
+    *,
+    profile: Profile | None,
+    checksum: str | None,
+    cert: Path | None,
+    warn: Callable[[str], None] = lambda _: None,
+) -> str:
+    """The image's verified sha256; an ImageError when the profile's rules or ``cert`` refuse it.
+    ``warn`` hears that the signing certificate has expired since the image was built (and signed)."""
     strict = profile is not None and (profile.preservation.frozen or profile.preservation.checksums_required)
     side = image.path.with_name(image.path.name + ".sha256")
     if strict and profile is not None and not side.exists() and not checksum:
@@ -47,15 +56,25 @@ def verify_image(image: Image, *, profile: Profile | None, checksum: str | None,
                 where=str(image.path),
                 hint="use the published iso or hdd image",
             )
-        _verify_signature(image.path, cert, None if cert else signer)
+        _verify_signature(image.path, cert, None if cert else signer, warn)
     return digest
 
 
-def _verify_signature(path: Path, cert: Path | None, signer_sha256: str | None) -> None:
-    """By ``cert`` when given, else by the profile's signer when it names one."""
+def _verify_signature(
+    path: Path, cert: Path | None, signer_sha256: str | None, warn: Callable[[str], None]
+) -> None:
+    """By ``cert`` when given, else by the profile's signer when it names one; the certificate was
+    valid at the image's recorded build time (``signature.verify``)."""
     try:
         trusted = signature.load_certificate(cert) if cert else None
         made = signature.verify(path, trusted)
+        v = signature.validity(made)
+        if v is not None and v.expired_on:
+            warn(f"{path}: image certificate valid when signed ({v.build_time}); expired on {v.expired_on}")
+        elif v is not None and v.valid_when_signed is None:
+            warn(
+                f"{path}: the image's signature block records no build time: certificate validity not checked"
+            )
         by = made.certificate.fingerprint(hashes.SHA256()).hex() if made.certificate else ""
         if signer_sha256 is not None and by != signer_sha256:
             raise ImageError(

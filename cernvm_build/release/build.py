@@ -185,6 +185,10 @@ def build_release(opts: ReleaseOptions, ctx: BuildContext) -> tuple[idx.ReleaseI
     _refuse_existing(version, final)
     if opts.sign_key:
         check_sign_key(opts.sign_key)
+    if opts.image_signer is not None:  # the images' signing time is the release's build time
+        from ..image.signature import check_signing_time
+
+        check_signing_time(opts.image_signer.certificate, ctx.epoch, "--image-cert")
     # read before the build: a damaged or missing previous index failed only after every profile was built
     previous = idx.load(opts.previous) if opts.previous else None
 

@@ -25,6 +25,9 @@ class VerifyReport:
     signer: str | None = None
     #: the index says the release is signed (its signature is checked only with a key: ``signer``)
     signed: bool = False
+    #: the checked signature: who, when, and when its key expired since (a warning, not a finding:
+    #: the release was signed while the key was valid, ``gpg.Keyring.verify_archived``)
+    signature: gpg.Signed | None = None
     findings: list[Finding] = field(default_factory=list)
 
     @property
@@ -90,7 +93,8 @@ def verify(index_path: Path, *, public_keys: Sequence[Path] = ()) -> VerifyRepor
             elif public_keys:
                 try:
                     with gpg.Keyring(public_keys) as kr:
-                        report.signer = kr.verify_detached(sig, sums_path)
+                        report.signature = kr.verify_archived(sig, sums_path)
+                        report.signer = report.signature.signer
                 except Exception as e:  # an IntegrityError or a gpg failure: either way, not verified
                     report.findings.append(Finding(release.signature, str(e)))
                 else:

@@ -109,6 +109,67 @@ def test_signatures_by_an_expired_key_are_refused(
             kr.verify_clearsigned(tmp_path / "InRelease")
 
 
+#: a key made on 2020-01-01 that expired on 2021-01-01 (fixed dates: gpg's --faked-system-time)
+MADE, EXPIRY = dt.datetime(2020, 1, 1, tzinfo=dt.UTC), "2021-01-01"
+
+
+def _sign_at(secret: Path, when: dt.datetime, data: Path, sig: Path) -> str:
+    with gpg.Keyring([secret], now=when) as kr:
+        kr.sign_detached(data, sig)
+        return kr.secret_fingerprints()[0]
+
+
+def test_a_past_signature_made_while_its_key_was_valid_is_kept_with_the_expiry(tmp_path: Path) -> None:
+    """A release signed in 2020-06 by a key that expired in 2021 is still its publisher's years later
+    (``verify_archived``, for release verify); live repository metadata keeps refusing it."""
+    secret, public = gpg.generate_test_key(tmp_path / "k", name="Old Key", created=MADE, expire=EXPIRY)
+    data, sig = tmp_path / "SHA256SUMS", tmp_path / "SHA256SUMS.asc"
+    data.write_text("abc  x\n")
+    fpr = _sign_at(secret, dt.datetime(2020, 6, 1, tzinfo=dt.UTC), data, sig)
+    with gpg.Keyring([public]) as kr:
+        assert kr.verify_archived(sig, data) == gpg.Signed(fpr, "2020-06-01", EXPIRY)
+        with pytest.raises(IntegrityError, match="which expired on"):
+            kr.verify_detached(sig, data)  # as apt does
+        data.write_text("abd  x\n")
+        with pytest.raises(IntegrityError, match="bad signature"):
+            kr.verify_archived(sig, data)
+
+
+def test_a_past_signature_made_after_its_key_expired_is_refused(tmp_path: Path) -> None:
+    """The secret key's expiry extended later (``--quick-set-expire``) signs in 2022; the verifier's
+    key is the one it was given, which expired in 2021: that signature is not trusted."""
+    secret, public = gpg.generate_test_key(tmp_path / "k", name="Old Key", created=MADE, expire=EXPIRY)
+    later = dt.datetime(2022, 3, 1, tzinfo=dt.UTC)
+    with gpg.Keyring([secret], now=later) as kr:
+        fpr = kr.secret_fingerprints()[0]
+        kr._gpg("--pinentry-mode", "loopback", "--passphrase", "", "--quick-set-expire", fpr, "2030-01-01")
+        extended = tmp_path / "extended.asc"
+        kr.export(fpr, extended, secret=True)
+    data, sig = tmp_path / "SHA256SUMS", tmp_path / "SHA256SUMS.asc"
+    data.write_text("abc  x\n")
+    _sign_at(extended, later, data, sig)
+    message = f"signed on 2022-03-01 by key {fpr} .*after it expired on {EXPIRY}"
+    with gpg.Keyring([public]) as kr, pytest.raises(IntegrityError, match=message):
+        kr.verify_archived(sig, data)
+
+
+def test_a_past_signature_by_a_revoked_key_or_from_the_future_is_refused(
+    revoked: tuple[Path, Path], tmp_path: Path
+) -> None:
+    data, sig = tmp_path / "SHA256SUMS", tmp_path / "SHA256SUMS.asc"
+    data.write_text("abc  x\n")
+    _sign_at(revoked[0], dt.datetime.now(dt.UTC), data, sig)
+    with gpg.Keyring([revoked[1]]) as kr, pytest.raises(IntegrityError, match="has been revoked"):
+        kr.verify_archived(sig, data)
+    # a status gpg gives for a key that expired in 2021, the signature dated 2099
+    status = "NEWSIG\nKEYEXPIRED 1609459200\nEXPKEYSIG K U\nVALIDSIG F d 4070908800 0 4 0 1 8 0 F"
+    status = "\n".join(f"[GNUPG:] {ln}" for ln in status.splitlines())
+    with pytest.raises(IntegrityError, match="after it expired"):
+        gpg.archived_signer(status, "x", {"F": 1609459200})
+    with pytest.raises(IntegrityError, match="in the future"):
+        gpg.archived_signer(status, "x", {"F": 4102444800 + 10**6}, now=MADE)
+
+
 def test_signatures_by_a_revoked_key_are_refused(revoked: tuple[Path, Path], tmp_path: Path) -> None:
     secret, public = revoked
     data = tmp_path / "repomd.xml"

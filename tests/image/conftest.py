@@ -79,7 +79,8 @@ def built(test_repo: ServedRepo, tmp_path_factory: pytest.TempPathFactory) -> Bu
     from cernvm_build.image.build import build_image
     from cernvm_build.image.signature import load_signer
 
-    ctx = BuildContext(epoch=1764000000)
+    # a build time the demo certificate covers (2026-11-25 to 2036): the signing time is the build time
+    ctx = BuildContext(epoch=1796000000)
     signer = load_signer(DEMO_KEYS / f"{FQRN}.key", DEMO_KEYS / f"{FQRN}.crt")
     outs = [tmp_path_factory.mktemp("images"), tmp_path_factory.mktemp("images-again")]
     results = [

@@ -574,20 +574,23 @@ def test_the_first_empty_disk_is_the_launchers_scratch_disk_if_there_is_one(
 
 
 # -- signature block -------------------------------------------------------------------------------------
-def _signer(tmp_path: Path, cn: str = "test signer") -> signature.Signer:
+def _signer(
+    tmp_path: Path, cn: str = "test signer", years: tuple[int, int] = (2025, 2035)
+) -> signature.Signer:
+    """A self-signed signer valid from January 1st of ``years[0]`` to that of ``years[1]``."""
     import datetime
 
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-    now = datetime.datetime(2025, 1, 1, tzinfo=datetime.UTC)
+    start, end = (datetime.datetime(y, 1, 1, tzinfo=datetime.UTC) for y in years)
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)
         .issuer_name(name)
         .public_key(key.public_key())
         .serial_number(1)
-        .not_valid_before(now)
-        .not_valid_after(now + datetime.timedelta(days=3650))
+        .not_valid_before(start)
+        .not_valid_after(end)
         .sign(key, hashes.SHA256())
     )
     kp, cp = tmp_path / f"{cn}.key", tmp_path / f"{cn}.crt"
@@ -616,6 +619,94 @@ def test_signature_roundtrip_tamper_and_wrong_signer(tmp_path: Path) -> None:
     img.write_bytes(bytes(data))
     with pytest.raises(IntegrityError, match="modified after signing"):
         signature.verify(img)
+
+
+def _signed_image(tmp_path: Path, s: signature.Signer, meta: dict[str, object], name: str = "x.hdd") -> Path:
+    img = tmp_path / name
+    img.write_bytes(b"\xaa" * 4096)
+    with open(img, "ab") as f:
+        f.write(signature.trailer_bytes(img, {"snapshot": "abc", **meta}, s))
+    return img
+
+
+def test_the_certificate_is_checked_at_the_image_s_recorded_build_time(tmp_path: Path) -> None:
+    """The signing time of a reproducible image is its build time, recorded under the signature: the
+    certificate (2025-2035) must be valid then; the clock's time only makes an expiry since a warning."""
+    import datetime
+
+    s = _signer(tmp_path)
+    good = _signed_image(tmp_path, s, {signature.BUILD_TIME: 1796000000})  # 2026-11-30
+    t = signature.verify(good, s.certificate)
+    v = signature.validity(t)
+    assert v is not None and v.valid_when_signed and v.build_time == "2026-11-30T00:53:20Z"
+    assert v.not_before == "2025-01-01T00:00:00Z" and v.not_after == "2035-01-01T00:00:00Z"
+    later = signature.validity(t, now=datetime.datetime(2040, 1, 1, tzinfo=datetime.UTC))
+    assert later is not None and later.expired_on == "2035-01-01" and v.expired_on is None
+    before = _signed_image(tmp_path, s, {signature.BUILD_TIME: 1700000000}, "before.hdd")  # 2023-11-14
+    message = (
+        "signed with a certificate valid from 2025-01-01T00:00:00Z to 2035-01-01T00:00:00Z, not at the "
+        "image's build time 2023-11-14T22:13:20Z"
+    )
+    with pytest.raises(IntegrityError, match=message):
+        signature.verify(before, s.certificate)
+    absurd = _signed_image(tmp_path, s, {signature.BUILD_TIME: 10**15}, "absurd.hdd")
+    with pytest.raises(IntegrityError, match=f"build time {10**15}"):
+        signature.verify(absurd)
+    # a block that records no build time (an older toolkit): checked against no time, and said so
+    old = _signed_image(tmp_path, s, {}, "old.hdd")
+    v = signature.validity(signature.verify(old))
+    assert v is not None and v.valid_when_signed is None and v.build_time is None
+
+
+def test_image_verify_warns_of_a_certificate_expired_since_the_signing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from cernvm_build.cli.main import main
+
+    s = _signer(tmp_path, "old signer", years=(2010, 2015))
+    img = _signed_image(tmp_path, s, {signature.BUILD_TIME: 1340000000})  # 2012-06-18
+    crt = str(tmp_path / "old signer.crt")
+    assert main(["image", "verify", str(img), "--cert", crt]) == 0
+    err = capsys.readouterr().err
+    assert "valid when signed (2012-06-18T06:13:20Z); expired on 2015-01-01" in err, err
+    assert main(["image", "verify", str(img), "--cert", crt, "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["certificate_validity"] == {
+        "not_before": "2010-01-01T00:00:00Z",
+        "not_after": "2015-01-01T00:00:00Z",
+        "build_time": "2012-06-18T06:13:20Z",
+        "valid_when_signed": True,
+        "expired_on": "2015-01-01",
+    }
+    old = _signed_image(tmp_path, s, {}, "old.hdd")
+    assert main(["image", "verify", str(old), "--cert", crt]) == 0
+    assert "records no build time" in capsys.readouterr().err
+
+
+def test_signing_with_a_certificate_not_valid_at_the_build_time_is_refused_before_any_work(
+    tmp_path: Path,
+) -> None:
+    from cernvm_build import profile
+    from cernvm_build.context import BuildContext
+
+    s = _signer(tmp_path)  # 2025-2035
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    message = (
+        "the certificate is valid from 2025-01-01T00:00:00Z to 2035-01-01T00:00:00Z, not at the "
+        r"image's build time 2023-11-14T22:13:20Z \(SOURCE_DATE_EPOCH\)"
+    )
+    with pytest.raises(BuildError, match=message) as e:
+        build.build_image(
+            profile.load("demo"),
+            out,
+            formats=["iso"],
+            signer=s,
+            ctx=BuildContext(epoch=1700000000, cache=cache),
+        )
+    assert e.value.where == "--sign-cert" and e.value.hint
+    assert not out.exists() and not cache.exists()
 
 
 def test_unsigned_and_foreign_files(tmp_path: Path) -> None:
@@ -1213,7 +1304,7 @@ def test_verify_without_cert_says_the_signer_is_not_trusted(
     img = tmp_path / "x.iso"
     img.write_bytes(b"\0" * 4096)
     with open(img, "ab") as f:
-        f.write(signature.trailer_bytes(img, {"snapshot": "h"}, s))
+        f.write(signature.trailer_bytes(img, {"snapshot": "h", signature.BUILD_TIME: 1796000000}, s))
     assert main(["image", "verify", str(img), "--json"]) == 0
     got = capsys.readouterr()
     assert json.loads(got.out)["trusted"] is False and "pass --cert" in got.err

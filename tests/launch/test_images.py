@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime as dt
 import functools
 import gzip
 import hashlib
@@ -85,7 +86,13 @@ def release_keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, 
 
 
 def _publish(
-    root: Path, image: Path, secret: Path, *, tamper: bool = False, also: Path | None = None
+    root: Path,
+    image: Path,
+    secret: Path,
+    *,
+    tamper: bool = False,
+    also: Path | None = None,
+    when: dt.datetime | None = None,
 ) -> None:
     """A release as cernvm-build release lays it out: images/PROFILE/FILE, SHA256SUMS + signature, index.
     ``also``: a second image of the same profile (its format from its suffix), listed before ``image``."""
@@ -106,7 +113,7 @@ def _publish(
                                         digest, img.stat().st_size))  # fmt: skip
     snap = idx.Snapshot("cernvm-prod.cern.ch", "/cvm5", None, None, None)
     sums.write(rel, tuple(arts))
-    with gpg.Keyring([secret]) as kr:
+    with gpg.Keyring([secret], now=when) as kr:
         kr.sign_detached(rel / "SHA256SUMS", rel / "SHA256SUMS.asc")
         signer = kr.secret_fingerprints()[0]
     if tamper:  # the index says another hash than the signed sums
@@ -174,6 +181,24 @@ def test_pull_by_name_takes_the_hdd_image_of_a_release_with_an_iso_too_unless_to
     cache.remove(image.name)
     assert _pull("el9", *index, "--format", "iso") == 0, capsys.readouterr().err
     assert [(i.name, i.format) for i in cache.list()] == [(iso.name, "iso")]
+
+
+def test_pull_by_name_of_a_release_whose_key_expired_since_it_signed(
+    http_dir: tuple[Path, str], image: Path, launch_env: Path, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    """A frozen release years later: signed 2020-06-01 by a key that expired 2021-01-01. Pulled, with
+    a warning naming the key and both dates (it was "which expired" and the image was refused)."""
+    from cernvm_build import gpg
+
+    made = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
+    secret, public = gpg.generate_test_key(tmp_path / "old", created=made, expire="2021-01-01")
+    root, url = http_dir
+    _publish(root, image, secret, when=dt.datetime(2020, 6, 1, tzinfo=dt.UTC))
+    assert _pull("el9", "--index", f"{url}/2026.11-1/index.json", "--key", str(public)) == 0
+    err = capsys.readouterr().err
+    assert "signed on 2020-06-01, before key " in err and "expired on 2021-01-01" in err
+    assert [i.name for i in ImageCache(launch_env).list()] == [image.name]
 
 
 def test_pull_by_name_refuses_an_index_that_disagrees_with_its_signed_sums(

@@ -88,15 +88,7 @@ def test_signature_checked_with_real_gpg(tmp_path: Path) -> None:
     assert not report.ok and "unknown key" in report.findings[0].problem
 
 
-@pytest.mark.parametrize("which", ["expired", "revoked"])
-def test_signature_by_an_expired_or_revoked_key_is_a_finding(tmp_path: Path, which: str) -> None:
-    made = dt.datetime.now(dt.UTC) - dt.timedelta(days=3 * 365)
-    if which == "expired":
-        secret, public = gpg.generate_test_key(tmp_path / "keys", created=made, expire="1y")
-        when: dt.datetime | None = made + dt.timedelta(days=30)  # signed while the key was valid
-    else:
-        secret, public = gpg.generate_test_key(tmp_path / "keys", revoked=True)
-        when = None
+def _signed_release(tmp_path: Path, secret: Path, when: dt.datetime | None) -> tuple[Path, str]:
     index = _release(tmp_path / "r")
     with gpg.Keyring([secret], now=when) as kr:
         kr.sign_detached(tmp_path / "r/SHA256SUMS", tmp_path / "r/SHA256SUMS.asc")
@@ -104,10 +96,40 @@ def test_signature_by_an_expired_or_revoked_key_is_a_finding(tmp_path: Path, whi
     data = json.loads(index.read_text())
     data.update(signature="SHA256SUMS.asc", signer=fpr)
     index.write_text(json.dumps(data))
+    return index, fpr
+
+
+@pytest.mark.integration
+def test_a_release_signed_while_its_key_was_valid_verifies_years_later_with_a_warning(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The archivist's "years later": a key made 2020-01-01 that expired 2021-01-01 signed the release
+    on 2020-06-01. The signature stands (a warning naming the key, both dates; ``--json`` carries
+    them); it was "signed by key …, which expired" and the release failed once the key expired."""
+    from cernvm_build.cli.main import main
+
+    made = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
+    secret, public = gpg.generate_test_key(tmp_path / "keys", created=made, expire="2021-01-01")
+    index, fpr = _signed_release(tmp_path, secret, dt.datetime(2020, 6, 1, tzinfo=dt.UTC))
     report = verify(index, public_keys=[public])
-    what = "which expired on" if which == "expired" else "which has been revoked"
+    assert report.ok and report.signer == fpr, report.findings
+    assert report.signature == gpg.Signed(fpr, "2020-06-01", "2021-01-01")
+    assert main(["release", "verify", str(index.parent), "--key", str(public)]) == 0
+    err = capsys.readouterr().err
+    assert f"signed on 2020-06-01, before key {fpr} expired on 2021-01-01" in err
+    assert main(["release", "verify", str(index.parent), "--key", str(public), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["signature"] == {"signer": fpr, "signed_on": "2020-06-01", "key_expired": "2021-01-01"}
+
+
+@pytest.mark.integration
+def test_a_release_signed_by_a_revoked_key_is_a_finding(tmp_path: Path) -> None:
+    secret, public = gpg.generate_test_key(tmp_path / "keys", revoked=True)
+    index, fpr = _signed_release(tmp_path, secret, None)
+    report = verify(index, public_keys=[public])
     assert not report.ok and f"signed by key {fpr} " in report.findings[0].problem
-    assert what in report.findings[0].problem and report.findings[0].artifact == "SHA256SUMS.asc"
+    assert "which has been revoked" in report.findings[0].problem
+    assert report.findings[0].artifact == "SHA256SUMS.asc"
 
 
 @pytest.mark.parametrize(
@@ -334,6 +356,39 @@ def test_a_key_that_cannot_sign_is_refused_before_anything_is_built(tmp_path: Pa
         assert str(key) in str(e.value) and not out.exists()
     release, final = build_release(ReleaseOptions("2026.11-1", (), out, sign_key=secret), ctx)
     assert release.signer and (final / "SHA256SUMS.asc").is_file()
+
+
+def test_an_image_certificate_not_valid_at_the_release_s_build_time_is_refused_before_anything_is_built(
+    tmp_path: Path,
+) -> None:
+    """The images' signing time is the release's build time: a certificate that was not valid then
+    signs nothing (and ``release rebuild``, at the same build time, decides the same)."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    from cernvm_build.context import BuildContext
+    from cernvm_build.image.signature import Signer
+    from cernvm_build.release import build
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "expired signer")])
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(1).not_valid_before(datetime.datetime(2010, 1, 1, tzinfo=datetime.UTC))
+        .not_valid_after(datetime.datetime(2015, 1, 1, tzinfo=datetime.UTC)).sign(key, hashes.SHA256())
+    )  # fmt: skip
+    out = tmp_path / "releases"
+    opts = build.ReleaseOptions("2026.11-1", (), out, image_signer=Signer(key, cert))
+    calls: list[object] = []
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(build, "build_profile_part", lambda *a: calls.append(a))
+        with pytest.raises(CernVMError, match="not at the image's build time 2025-11-25") as e:
+            build.build_release(opts, BuildContext(epoch=1764028800))
+    assert e.value.where == "--image-cert" and not out.exists() and not calls
 
 
 def test_a_previous_index_that_cannot_be_read_is_refused_before_anything_is_built(tmp_path: Path) -> None:
