@@ -50,7 +50,9 @@ byte-identical images. Outputs appear only when the whole build succeeded.
 examples:
   cernvm-build image el9
   cernvm-build image demo --format iso,hdd,qcow2 --out build/images --json
-  cernvm-build image demo --server http://127.0.0.1:8000/cvmfs/demo.cernvm.test \\
+  # signed (the build time, SOURCE_DATE_EPOCH, is the signing time: the certificate must cover it):
+  SOURCE_DATE_EPOCH=$(date +%s) cernvm-build image demo \\
+      --server http://127.0.0.1:8000/cvmfs/demo.cernvm.test \\
       --sign-key my-release.key --sign-cert my-release.crt
   cernvm-build image inspect build/images/ucernvm-demo.2026.11-1.cernvm.x86_64.iso
   cernvm-build image verify ucernvm-demo.2026.11-1.cernvm.x86_64.hdd --cert release.crt"""

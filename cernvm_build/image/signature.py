@@ -118,7 +118,12 @@ def check_signing_time(cert: x509.Certificate, epoch: int, where: str = "--sign-
             f"the certificate is valid from {utcdate.text(start)} to {utcdate.text(end)}, not at the "
             f"image's build time {utcdate.text(epoch)} (SOURCE_DATE_EPOCH)",
             where=where,
-            hint="sign with a certificate valid at the build time, or build at a time within its validity",
+            hint=(
+                "no build time was given (SOURCE_DATE_EPOCH unset means 1970-01-01): set it to the signing "
+                "time, e.g. SOURCE_DATE_EPOCH=$(date +%s)"
+                if epoch == 0
+                else "sign with a certificate valid at the build time, or build at a time within its validity"
+            ),
         )
 
 

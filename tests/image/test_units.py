@@ -709,6 +709,26 @@ def test_signing_with_a_certificate_not_valid_at_the_build_time_is_refused_befor
     assert not out.exists() and not cache.exists()
 
 
+def test_signing_without_a_build_time_says_to_set_source_date_epoch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``image build`` without SOURCE_DATE_EPOCH builds at 1970-01-01, which no certificate covers: the
+    one line says that no build time was given and how to give one (the --help example sets it)."""
+    from cernvm_build.cli.main import main
+
+    monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
+    monkeypatch.setenv("CERNVM_CACHE_DIR", str(tmp_path / "cache"))
+    _signer(tmp_path)  # writes "test signer.key" and "test signer.crt"
+    key, crt = tmp_path / "test signer.key", tmp_path / "test signer.crt"
+    out = tmp_path / "out"
+    argv = ["image", "demo", "--format", "iso", "--out", str(out)]
+    argv += ["--sign-key", str(key), "--sign-cert", str(crt)]
+    assert main(argv) != 0
+    err = capsys.readouterr().err
+    assert "build time 1970-01-01T00:00:00Z" in err and "SOURCE_DATE_EPOCH=$(date +%s)" in err
+    assert not out.exists()
+
+
 def test_unsigned_and_foreign_files(tmp_path: Path) -> None:
     img = tmp_path / "x.iso"
     img.write_bytes(b"\0" * 70_000)
