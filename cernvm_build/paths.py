@@ -71,7 +71,8 @@ def variable_behind(path: str, errno_: int | None) -> tuple[str, Path] | None:
     Making such a folder where the variable points (``/proc``, a file, a read-only mount) fails in
     ways no code can prevent: the user's answer is the variable. A missing file below a folder that
     exists is not, unless that folder is on a file system that holds no files: that stays the code's
-    bug (``cli.app`` lets it be a traceback).
+    bug (``cli.app`` lets it be a traceback). Nor is another error below a folder that takes writes
+    (a full disk, a file of root's in the cache): its own hint, naming the file (``_unwritable``).
     """
     roots = [cache_root()]
     home = os.environ.get("CERNVM_LAUNCH_HOME")
@@ -85,9 +86,18 @@ def variable_behind(path: str, errno_: int | None) -> tuple[str, Path] | None:
             continue
         if root == failed or (failed in root.parents and not root.is_dir()):
             return variable, root  # making the folder itself, or a folder above it, failed
-        if root in failed.parents and (errno_ != errno.ENOENT or not root.is_dir() or _holds_no_files(root)):
+        if root in failed.parents and (
+            not root.is_dir() or _holds_no_files(root) or _unwritable(root, errno_)
+        ):
             return variable, root
     return None
+
+
+def _unwritable(folder: Path, errno_: int | None) -> bool:
+    """The folder itself refuses writes (a read-only mount, a folder not the user's): the variable is
+    the answer. A full disk, a quota or one file's permissions below a folder that takes writes are
+    not: they keep their own hint, naming the file (``cli.app``)."""
+    return errno_ != errno.ENOENT and not os.access(folder, os.W_OK | os.X_OK)
 
 
 def _holds_no_files(folder: Path) -> bool:

@@ -161,13 +161,13 @@ def cmd_keygen(args: argparse.Namespace, out: Output) -> int:
         keys = generate_keys(args.fqrn)
         files = keys.save(args.out)
     d = {"fqrn": args.fqrn, "files": [str(f) for f in files], "fingerprint": keys.fingerprint()}
-    out.data(
-        d,
-        lambda d: out.print(
-            f"keys for {d['fqrn']} in {args.out} (certificate {d['fingerprint']});\n"
-            f"clients need {args.out / (args.fqrn + '.pub')}; keep .masterkey and .key secret"
-        ),
-    )
+
+    def render(d: dict[str, Any]) -> None:
+        # two lines, two prints: a print is one line (a newline in it is shown as \x0a, pr26b 13)
+        out.print(f"keys for {d['fqrn']} in {args.out} (certificate {d['fingerprint']});")
+        out.print(f"clients need {args.out / (args.fqrn + '.pub')}; keep .masterkey and .key secret")
+
+    out.data(d, render)
     return 0
 
 

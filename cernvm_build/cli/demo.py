@@ -115,7 +115,9 @@ def cmd_demo(args: argparse.Namespace, out: Output) -> int:
         out.print()
         out.print(styled(("plan", "bold")))
         for s in steps:
-            out.print(f"  {s.stage:<11} {s.action}\n  {'':<11} -> {s.output}", markup=False)
+            # two prints: each is one line (a newline inside one is shown as \x0a since pr26b 13)
+            out.print(f"  {s.stage:<11} {s.action}", markup=False)
+            out.print(f"  {'':<11} -> {s.output}", markup=False)
         out.print(styled(("stage by stage", "bold")))
         for c in commands:
             out.print(f"  {c}", markup=False)

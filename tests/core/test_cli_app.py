@@ -389,6 +389,28 @@ def test_a_missing_file_in_the_cache_stays_a_bug(tmp_path: Path, monkeypatch: py
         app.run(_parser_with(read), ["go"])
 
 
+@pytest.mark.parametrize(
+    ("code", "hint"),
+    [(errno.ENOSPC, "free some space"), (errno.EDQUOT, "quota"), (errno.EACCES, "check the permissions")],
+)
+def test_an_error_below_a_cache_folder_that_takes_writes_keeps_its_own_hint(
+    code: int, hint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """rv25b: every error but ENOENT below the cache root was blamed on the variable that placed it: a
+    full disk said "point $CERNVM_CACHE_DIR at a folder you can write, or unset it" and named the
+    root, not the file, and the disk-full hint was lost (98769d8)."""
+    monkeypatch.setenv("CERNVM_CACHE_DIR", str(tmp_path))
+    file = tmp_path / "site" / "state.db"
+
+    def write(args: argparse.Namespace, out: app.Output) -> int:
+        raise OSError(code, os.strerror(code), str(file))
+
+    assert app.run(_parser_with(write), ["go"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {file}: {os.strerror(code)}") and hint in err, err
+    assert "CERNVM_CACHE_DIR" not in err, err
+
+
 def test_the_control_character_patterns_are_compiled_where_a_text_is_shown() -> None:
     """The two control-character classes (with the bidi ranges: ~1.3M instructions each in re's
     compiler) were compiled at import, in the start of every command, ~1 % of a one-page

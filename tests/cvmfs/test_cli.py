@@ -251,6 +251,14 @@ def test_keygen_rerun_after_a_kill_leaves_no_temporary_private_key(tmp_path: Pat
     ]
 
 
+def test_keygen_says_its_result_on_two_lines(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """rv25b: ``Output.print`` is one line since pr26b 13 (a newline in it is shown as \\x0a), and
+    keygen's two-line result was one print: ``...);\\x0aclients need ...`` on the terminal."""
+    assert main(["cvmfs", "keygen", "x.test", "--out", str(tmp_path / "keys")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [a.split(" ", 2)[:2] for a in lines] == [["keys", "for"], ["clients", "need"]], lines
+
+
 def test_create_rerun_after_a_kill_leaves_no_temporary_of_the_reflog(tmp_path: Path) -> None:
     """pr19e finding 3: ``cvmfs create`` (publish, tag, resign) SIGKILLed while writing a top file
     left ``..cvmfsreflog.<pid>.0.tmp`` in the repository for ever: the re-run, and every later

@@ -49,6 +49,15 @@ def test_plan_shows_the_profile_the_run_uses(capsys: pytest.CaptureFixture[str])
     assert "--profile only chooses the profile --plan shows" in err and "Traceback" not in err
 
 
+def test_the_plan_for_people_shows_each_step_on_two_lines(capsys: pytest.CaptureFixture[str]) -> None:
+    """rv25b: ``Output.print`` is one line since pr26b 13 (a newline in it is shown as \\x0a), and a
+    plan step's action and its output were one print: ``  image  ...\\x0a   -> out/...``."""
+    assert main(["demo", "--plan", "--os", "debian12"]) == 0
+    out = capsys.readouterr().out
+    assert "\\x0a" not in out, out
+    assert any(line.strip().startswith("-> ") for line in out.splitlines()), out
+
+
 @pytest.mark.parametrize("version", ["../../victim", "/abs/victim", "2026.13-1", "latest"])
 def test_a_version_that_is_no_release_version_is_refused_before_any_work(
     version: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
