@@ -439,3 +439,25 @@ def test_a_cold_object_above_the_spill_size_is_made_from_its_scratch_file(
     with pytest.raises(IntegrityError, match="hash mismatch"):
         store.inflated_fd(bad, "", size=len(DATA) - 1, compressed=True, what="file")
     assert not store.plain_cache.has(bad, "") and not any(store.scratch().iterdir())
+
+
+def test_the_in_memory_lru_bounds_memory_for_many_small_objects(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Counting the objects' bytes alone, a tree of small files (an export, a find over a mount) kept
+    every object: 200,000 7-byte files held ~33 MB. Each entry's own cost counts against the bound."""
+    import tracemalloc
+
+    monkeypatch.setattr(store_mod, "LRU_BYTES", 1 << 20)
+    store = ObjectStore(LocalFetcher(tmp_path, repo="x.test"), None, repo="x.test")
+    keys = [f"{i:040x}C" for i in range(40_000)]
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i, key in enumerate(keys):
+            store._lru_put(key, str(i).encode())
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert held <= store_mod.LRU_BYTES, held
+    assert len(store._lru) < len(keys)
