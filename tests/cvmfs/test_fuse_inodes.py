@@ -742,6 +742,19 @@ def test_an_unprivileged_user_mounts_through_fusermount3(
         shutil.rmtree(shared, ignore_errors=True)
 
 
+def _no_open_filesystem(repo: Any) -> Any:
+    """``repo`` served by ``InodeFilesystem`` with a plain cache, as after the kernel's first OPEN was
+    answered ENOSYS (reads come without an OPEN)."""
+    from cernvm_build.cvmfs.fuse_inodes import InodeFilesystem
+    from cernvm_build.cvmfs.plaincache import PlainCache
+
+    assert repo.store.cache is not None
+    repo.store.plain_cache = PlainCache(repo.store.cache.root)
+    fs = InodeFilesystem(repo)
+    fs._no_open = True
+    return fs
+
+
 def test_a_large_file_read_whole_is_answered_from_a_descriptor(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -749,8 +762,6 @@ def test_a_large_file_read_whole_is_answered_from_a_descriptor(
     (``reply_buf``), one above ``FRESH_MAX`` by a kept descriptor and ``reply_fd`` (a kept buffer,
     not fresh pages per reply); both byte for byte, cold."""
     from cernvm_build.cvmfs import fuse_lowlevel as ll
-    from cernvm_build.cvmfs.fuse_inodes import InodeFilesystem
-    from cernvm_build.cvmfs.plaincache import PlainCache
     from cernvm_build.cvmfs.repository import open_repository
 
     src = tmp_path / "src"
@@ -774,10 +785,7 @@ def test_a_large_file_read_whole_is_answered_from_a_descriptor(
         fh = 0
 
     with open_repository(str(stratum), public_keys=[pub], cache_dir=tmp_path / "cache") as repo:
-        assert repo.store.cache is not None
-        repo.store.plain_cache = PlainCache(repo.store.cache.root)
-        fs = InodeFilesystem(repo)
-        fs._no_open = True  # as after the kernel's first OPEN was answered ENOSYS
+        fs = _no_open_filesystem(repo)
         for name, data in (("small", small), ("big", big)):
             fs.lookup(0, 1, name.encode())
             fs.read(0, repo.stat("/" + name).inode, len(data), 0, Fi())
@@ -791,7 +799,6 @@ def test_a_cold_small_file_read_whole_looks_for_its_copy_once(
     then one fetch (``Revision.whole``); the look was made a second time inside the store's
     ``_once`` (issue 13: ~7k instructions a cold object). Warm, one look that finds it."""
     from cernvm_build.cvmfs import fuse_lowlevel as ll
-    from cernvm_build.cvmfs.fuse_inodes import InodeFilesystem
     from cernvm_build.cvmfs.plaincache import PlainCache
     from cernvm_build.cvmfs.repository import open_repository
 
@@ -813,10 +820,7 @@ def test_a_cold_small_file_read_whole_looks_for_its_copy_once(
         fh = 0
 
     with open_repository(str(stratum), public_keys=[pub], cache_dir=tmp_path / "cache") as repo:
-        assert repo.store.cache is not None
-        repo.store.plain_cache = PlainCache(repo.store.cache.root)
-        fs = InodeFilesystem(repo)
-        fs._no_open = True  # as after the kernel's first OPEN was answered ENOSYS
+        fs = _no_open_filesystem(repo)
         fs.lookup(0, 1, b"small")
         entry = repo.stat("/small")
         fetched = repo.store.stats["fetched"]

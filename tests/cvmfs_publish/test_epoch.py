@@ -64,12 +64,7 @@ def test_a_build_time_no_reader_accepts_is_one_line_and_the_repository_stays_rea
     # and left a manifest every reader refuses ("field 'T' is not a publish time")
     from cernvm_build.cvmfs.limits import MAX_MTIME
 
-    keys = tmp_path / "keys"
-    generate_keys(FQRN).save(keys)
-    stratum = tmp_path / "srv" / FQRN
-    src = tmp_path / "src"
-    src.mkdir()
-    assert main(["cvmfs", "create", str(stratum), "--fqrn", FQRN, "--keys", str(keys), "-q"]) == 0
+    keys, stratum, src = _created(tmp_path)
     before = (stratum / ".cvmfspublished").read_bytes()
     capsys.readouterr()
     monkeypatch.setenv("SOURCE_DATE_EPOCH", str(MAX_MTIME + 1))
@@ -91,12 +86,7 @@ def test_tag_add_says_when_it_moves_a_tag(tmp_path: Path, capsys: pytest.Capture
     "tagged revision 4 (...) as frozen": what archivists pinned changed without a word."""
     import json
 
-    keys = tmp_path / "keys"
-    generate_keys(FQRN).save(keys)
-    stratum = tmp_path / "srv" / FQRN
-    src = tmp_path / "src"
-    src.mkdir()
-    assert main(["cvmfs", "create", str(stratum), "--fqrn", FQRN, "--keys", str(keys), "-q"]) == 0
+    keys, stratum, src = _created(tmp_path)
     assert (
         main(["cvmfs", "publish", str(stratum), str(src), "--keys", str(keys), "--tag", "frozen", "-q"]) == 0
     )
@@ -115,12 +105,7 @@ def test_publish_refuses_to_move_a_tag_unless_asked(
 ) -> None:
     """`cvmfs publish --tag frozen` over an existing 'frozen' moved it without a word (note19): refused,
     naming the tag, the revision it names and the flag; --move-tag moves it."""
-    keys = tmp_path / "keys"
-    generate_keys(FQRN).save(keys)
-    stratum = tmp_path / "srv" / FQRN
-    src = tmp_path / "src"
-    src.mkdir()
-    assert main(["cvmfs", "create", str(stratum), "--fqrn", FQRN, "--keys", str(keys), "-q"]) == 0
+    keys, stratum, src = _created(tmp_path)
     publish = ["cvmfs", "publish", str(stratum), str(src), "--keys", str(keys), "--tag", "frozen", "-q"]
     assert main(publish) == 0
     (src / "f").write_text("new")
@@ -133,6 +118,17 @@ def test_publish_refuses_to_move_a_tag_unless_asked(
     assert main([*publish, "--move-tag"]) == 0
     assert _published_revision(stratum) == 3
     assert main(["cvmfs", "publish", str(stratum), str(src), "--keys", str(keys), "--move-tag"]) == 2
+
+
+def _created(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """Keys, an empty repository made by ``cvmfs create`` and an empty source folder."""
+    keys = tmp_path / "keys"
+    generate_keys(FQRN).save(keys)
+    stratum = tmp_path / "srv" / FQRN
+    src = tmp_path / "src"
+    src.mkdir()
+    assert main(["cvmfs", "create", str(stratum), "--fqrn", FQRN, "--keys", str(keys), "-q"]) == 0
+    return keys, stratum, src
 
 
 def _published_revision(stratum: Path) -> int:
