@@ -73,6 +73,10 @@ def _decode(data: bytes, source: str) -> str:
         ) from None
 
 
+#: warnings of keys given again shown one by one; the rest are counted in one line
+MAX_REPEAT_WARNINGS = 10
+
+
 def _split_block(text: str, source: str, warnings: list[str]) -> tuple[dict[str, str] | None, str]:
     """Take the ucernvm block out of ``text``: its keys in order, and the text without it; a key
     given twice adds to ``warnings`` (the last value counts, as in the bootloader)."""
@@ -89,6 +93,7 @@ def _split_block(text: str, source: str, warnings: list[str]) -> tuple[dict[str,
         ) from None
     keys: dict[str, str] = {}
     first: dict[str, int] = {}  # key -> the line it was first given on
+    again = 0  # keys given again
     for n in range(start + 1, end):
         line = bootloader_userdata.bare(lines[n])
         if not line or line.startswith("#"):
@@ -114,13 +119,17 @@ def _split_block(text: str, source: str, warnings: list[str]) -> tuple[dict[str,
         if key in first:
             # the bootloader (and the real μCernVM) keeps the last silently: said here, where the
             # file is checked, so an edit below an old line is not lost without a word
-            warnings.append(
-                f"{source}:{n + 1}: {key[:40]} is given again (first on line {first[key]}); "
-                "the bootloader takes this last value"
-            )
+            again += 1
+            if again <= MAX_REPEAT_WARNINGS:
+                warnings.append(
+                    f"{source}:{n + 1}: {key[:40]} is given again (first on line {first[key]}); "
+                    "the bootloader takes this last value"
+                )
         else:
             first[key] = n + 1
         keys[key] = value
+    if again > MAX_REPEAT_WARNINGS:  # a 1 MiB block of one key repeated was ~50,000 warning lines
+        warnings.append(f"{source}: {again - MAX_REPEAT_WARNINGS} more keys given again in the ucernvm block")
     return keys, "".join(lines[:start] + lines[end + 1 :])
 
 

@@ -501,3 +501,15 @@ def test_the_initrd_key_parser_reads_cr_only_user_data(tmp_path: object, awk_cmd
         assert (out / "hostkey_ed25519").read_text() == "K1\nK2\n"
         for f in ("hostname", "authorized_keys", "hostkey_ed25519"):
             (out / f).unlink()
+
+
+def test_a_key_repeated_many_times_gives_a_bounded_number_of_warnings() -> None:
+    """A block of one key repeated (a 1 MiB document holds ~50,000 lines) gave one warning line each:
+    ten are shown, the rest counted in one line; the last value still counts."""
+    body = "".join(f"cvmfs_tag=v{i}\n" for i in range(1000))
+    ud = userdata.parse(f"[ucernvm-begin]\n{body}[ucernvm-end]\n".encode(), "ud")
+    assert ud.ucernvm["cvmfs_tag"] == "v999"
+    assert len(ud.warnings) == userdata.MAX_REPEAT_WARNINGS + 1
+    first = "ud:3: cvmfs_tag is given again (first on line 2); the bootloader takes this last value"
+    more = f"ud: {999 - userdata.MAX_REPEAT_WARNINGS} more keys given again in the ucernvm block"
+    assert ud.warnings[0] == first and ud.warnings[-1] == more
