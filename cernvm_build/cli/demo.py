@@ -165,7 +165,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="the OS to publish and boot: the small demo OS (default), or Debian 12 built from verified "
         "packages (systemd, cloud-init; needs root)",
     )
-    p.add_argument("--version", default="", help="release version (default: this month's YYYY.MM-1)")
+    p.add_argument(
+        "--version", default="", help="release version (default: 2026.01-1, the demo OS's fixed date)"
+    )
 
 
 def _run(args: argparse.Namespace, out: Output) -> int:

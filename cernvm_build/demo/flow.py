@@ -71,7 +71,7 @@ class DemoOptions:
     out: Path
     port: int = 8000
     boot: bool = True
-    version: str = ""  # default: this month's YYYY.MM-1
+    version: str = ""  # default: DEFAULT_VERSION
     boot_timeout: float = 900
     os: str = "demo"  # or "debian12": the Debian tree (osbuild.debian) under the debian12 profile
 
@@ -148,6 +148,15 @@ def previous_timings(state: Path) -> dict[str, float]:
     }
 
 
+#: the demo's release when --version is not given: the month of the demo OS's fixed date
+#: (os_tree.DEFAULT_EPOCH), not the clock's, so two demo runs a month apart name the same release
+DEFAULT_VERSION = "2026.01-1"
+
+
+def release_version(requested: str) -> str:
+    return requested or DEFAULT_VERSION
+
+
 def run_demo(opts: DemoOptions, say: Say) -> DemoRun:
     from ..cvmfs.serve import serve
     from ..demo.repository import publish_debian, publish_demo
@@ -161,7 +170,7 @@ def run_demo(opts: DemoOptions, say: Say) -> DemoRun:
 
     # checked before any work: the release folder under --out is removed when it is not reusable,
     # and --version ../../x or /home/me named a folder outside it (pr19b finding 10)
-    version = check_version(opts.version or time.strftime("%Y.%m-1", time.gmtime()), where="--version")
+    version = check_version(release_version(opts.version), where="--version")
     prof = demo_profile(opts.port, opts.os)
     with ExitStack() as stack:
         with _timed(run, f"publish {opts.os} OS", say) as box:

@@ -123,3 +123,22 @@ def test_the_release_is_cut_from_the_snapshot_the_run_published(
     with pytest.raises(Built) as built:
         flow.run_demo(flow.DemoOptions(out=tmp_path / "out", boot=False), lambda *_: None)
     assert built.value.args[0].cvmfs.snapshot.tag == first.tag == "demo-1"
+
+
+def test_the_default_release_version_is_no_clock_reading(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without --version the demo named its release after the clock's month: two runs either side
+    of a month boundary gave other file names and bytes (pr26a nit 17). It is the month of the demo
+    OS's fixed date now, whatever the clock says; --version still overrides it."""
+    import time
+
+    from cernvm_build.demo import flow
+    from cernvm_build.demo.os_tree import DEFAULT_EPOCH
+
+    monkeypatch.setattr(time, "time", lambda: 1956528000.0)  # 2032-01-01
+    assert flow.release_version("") == time.strftime("%Y.%m-1", time.gmtime(DEFAULT_EPOCH))
+    assert flow.release_version("2024.05-3") == "2024.05-3"
+    with pytest.raises(SystemExit):
+        main(["demo", "--help"])
+    assert flow.DEFAULT_VERSION in " ".join(capsys.readouterr().out.split())
