@@ -63,6 +63,11 @@ def nginx_config(
         "    tcp_nopush on;",
         "    keepalive_timeout 65;",
         "    keepalive_requests 100000;",
+        # `cvmfs serve` refuses a path that resolves outside the Stratum; nginx follows links by
+        # default, so a link in the Stratum to /etc/shadow was served (pr26c). `on` refuses every
+        # link below the (resolved) alias paths, which the publisher never writes; `if_not_owner`
+        # would still follow a root-owned link to a root-owned file
+        "    disable_symlinks on;",
         "    types { }",
         "    default_type application/octet-stream;",
         "    server {",

@@ -59,3 +59,21 @@ def test_nginx_serves_a_replica_with_stratum1_cache_headers(tmp_path: Path) -> N
             assert (mnt / "big.bin").read_bytes() == (tmp_path / "src" / "big.bin").read_bytes()
         agents = {line.rsplit('"', 2)[-2] for line in o.log.read_text().splitlines()}
         assert agents - {"-", USER_AGENT}  # the real client's own requests went through nginx
+
+
+def test_nginx_serves_no_link_out_of_the_stratum(tmp_path: Path) -> None:
+    """pr26c: the written config let nginx follow symbolic links (its default), so a link in the
+    Stratum to a file outside it was served, where ``cvmfs serve`` refuses such a path. The real
+    nginx now refuses it too, in the signed files' location and under data/ alike."""
+    o = nginx_origin(tmp_path, FQRN, _tree(tmp_path / "src", 1))
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not for the web\n")
+    (o.stratum / "leak").symlink_to(secret)
+    (o.stratum / "data" / "00" / "leak").symlink_to(secret)
+    (o.stratum / "data" / "outdir").symlink_to(tmp_path)
+    with running(o.argv, o.port, "nginx"):
+        base = f"/cvmfs/{FQRN}"
+        assert _get(o.port, f"{base}/.cvmfspublished")[0] == 200  # the plain files still are served
+        for path in (f"{base}/leak", f"{base}/data/00/leak", f"{base}/data/outdir/secret.txt"):
+            status, _, body = _get(o.port, path)
+            assert status in (403, 404) and b"not for the web" not in body, path
