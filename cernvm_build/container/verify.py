@@ -122,11 +122,14 @@ def _bad(image: Path, why: str) -> BuildError:
     )
 
 
-def read_image(image: Path) -> ImageContents:
+def read_image(image: Path, *, layers: bool = True) -> ImageContents:
+    """The image's metadata and (with ``layers``) its file tree. ``layers=False`` reads the JSON
+    documents only (bounded by ``MAX_JSON``): what a caller wanting the config needs, where every
+    layer was inflated and hashed (``release rebuild``'s failure message; rv25a doubtful 3)."""
     if image.is_dir():
         if (image / "oci-layout").is_file():
             # regular files only: a FIFO named index.json or a blob was waited on for ever
-            return _read_oci(image.name, lambda n: open_regular(image / n), "oci", image)
+            return _read_oci(image.name, lambda n: open_regular(image / n), "oci", image, layers=layers)
         if (image / SD).is_dir():
             return _read_sandbox(image)
         raise _bad(image, "not an OCI layout (no oci-layout) nor an Apptainer sandbox (no .singularity.d)")
@@ -158,9 +161,9 @@ def read_image(image: Path) -> ImageContents:
             return f
 
         if "oci-layout" in names:
-            return _read_oci(image.name, opener, "oci-archive", image)
+            return _read_oci(image.name, opener, "oci-archive", image, layers=layers)
         if "manifest.json" in names:
-            return _read_docker(opener, image)
+            return _read_docker(opener, image, layers=layers)
     raise _bad(image, "neither an oci-archive (oci-layout) nor a docker-archive (manifest.json)")
 
 
@@ -223,25 +226,28 @@ def _check_layer_count(image: Path, layers: list[Any], diff_ids: list[Any]) -> N
         raise _bad(image, f"has {len(layers)} layers (an image has at most {MAX_IMAGE_LAYERS})")
 
 
-def _read_oci(label: str, opener: Callable[[str], IO[bytes]], kind: str, image: Path) -> ImageContents:
+def _read_oci(
+    label: str, opener: Callable[[str], IO[bytes]], kind: str, image: Path, *, layers: bool = True
+) -> ImageContents:
     integrity: list[Difference] = []
     index = _json(opener, "index.json", image)
     try:
         manifest = _blob(opener, index["manifests"][0]["digest"], image, integrity, "manifest")
         config = _blob(opener, manifest["config"]["digest"], image, integrity, "config")
-        layers = manifest["layers"]
+        blobs = manifest["layers"]
         diff_ids = config["rootfs"]["diff_ids"]
-        if not isinstance(layers, list) or not isinstance(diff_ids, list):
+        if not isinstance(blobs, list) or not isinstance(diff_ids, list):
             raise TypeError("the layers or the diff_ids are not a list")
-        names = [_blob_name(layer["digest"], "layer", image) for layer in layers]
+        names = [_blob_name(layer["digest"], "layer", image) for layer in blobs]
         labels = _labels(config)
     except (KeyError, IndexError, TypeError, AttributeError) as e:
         raise _bad(image, f"malformed OCI metadata ({e})") from e
-    _check_layer_count(image, layers, diff_ids)
+    _check_layer_count(image, blobs, diff_ids)
     nodes: dict[str, Node] = {}
     sizes: list[int] = []
     whiteouts: list[tuple[str, ...]] = []
-    for layer, diff_id, name in zip(layers, diff_ids, names, strict=True):  # bottom first: upper layers win
+    # bottom first: upper layers win; none without ``layers`` (the caller wants the documents)
+    for layer, diff_id, name in zip(blobs, diff_ids, names, strict=True) if layers else ():
         try:
             f = opener(name)
         except OSError as e:
@@ -257,15 +263,15 @@ def _read_oci(label: str, opener: Callable[[str], IO[bytes]], kind: str, image: 
     )  # fmt: skip
 
 
-def _read_docker(opener: Callable[[str], IO[bytes]], image: Path) -> ImageContents:
+def _read_docker(opener: Callable[[str], IO[bytes]], image: Path, *, layers: bool = True) -> ImageContents:
     integrity: list[Difference] = []
     manifest = _json(opener, "manifest.json", image)
     try:
         cfg_name = manifest[0]["Config"]
-        layers = manifest[0]["Layers"]
-        if not isinstance(cfg_name, str) or not isinstance(layers, list):
+        blobs = manifest[0]["Layers"]
+        if not isinstance(cfg_name, str) or not isinstance(blobs, list):
             raise TypeError("Config is not a name or Layers not a list")
-        if not all(isinstance(n, str) for n in layers):
+        if not all(isinstance(n, str) for n in blobs):
             raise TypeError("a layer is not a name")
         cfg_bytes = _read(opener, cfg_name, image)
         config = _parse(cfg_bytes, cfg_name, image)
@@ -278,9 +284,9 @@ def _read_docker(opener: Callable[[str], IO[bytes]], image: Path) -> ImageConten
     found = hashlib.sha256(cfg_bytes).hexdigest()
     if cfg_name.removesuffix(".json") != found:
         integrity.append(Difference(cfg_name, "config digest", cfg_name.removesuffix(".json"), found))
-    _check_layer_count(image, layers, diff_ids)
+    _check_layer_count(image, blobs, diff_ids)
     nodes: dict[str, Node] = {}
-    for name, diff_id in zip(layers, diff_ids, strict=True):
+    for name, diff_id in zip(blobs, diff_ids, strict=True) if layers else ():
         with opener(name) as f:
             scan = _scan_layer(f, expect=(None, str(diff_id)), where=name, out=integrity)
         _apply(nodes, scan, name, integrity)

@@ -199,3 +199,28 @@ def test_a_container_that_differs_by_a_label_says_which(tmp_path: Path) -> None:
     )
     assert _container_diff(old, old) is None
     assert _container_diff(old, tmp_path / "missing.oci.tar") is None  # no reason: the caller's default
+
+
+def test_a_container_s_label_is_compared_without_reading_its_layers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """rv25a doubtful 3: to compare two configs rebuild read both containers whole (every layer
+    inflated and hashed, the whole file map kept): minutes and much memory for a real OS container,
+    on the failure path. It reads the JSON documents only now; the message is the same."""
+    from cernvm_build.container import verify
+    from cernvm_build.release.rebuild import _container_diff
+
+    old = _oci_archive(tmp_path / "old.oci.tar", {"org.opencontainers.image.description": "CernVM 5"})
+    new = _oci_archive(tmp_path / "new.oci.tar", {"org.opencontainers.image.description": "CernVM 6"})
+    scanned: list[str] = []
+    real = verify._scan_layer
+
+    def counting(*args: Any, **kw: Any) -> Any:
+        scanned.append(kw["where"])
+        return real(*args, **kw)
+
+    monkeypatch.setattr(verify, "_scan_layer", counting)
+    why = _container_diff(old, new)
+    assert why is not None and why.startswith("its label org.opencontainers.image.description differs")
+    assert scanned == []
+    assert "f" in verify.read_image(old).nodes and scanned  # a full read still scans its layers
