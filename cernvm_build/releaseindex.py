@@ -101,10 +101,21 @@ class ReleaseIndex:
 def check_version(version: str, where: Location | str | None = None) -> str:
     # the year and month are a date (the release's default SOURCE_DATE_EPOCH): month 13 or year 0000
     # matched the pattern and then failed in calendar.timegm, a traceback
-    if not VERSION_RE.match(version) or not (int(version[:4]) >= 1970 and 1 <= int(version[5:7]) <= 12):
+    hint = "CernVM releases are named like 2026.11-1 (year.month-release, month 01 to 12)"
+    if not VERSION_RE.match(version):
         raise ReleaseError(
-            f"release version '{version}' is not of the form YYYY.MM-N",
-            hint="CernVM releases are named like 2026.11-1 (year.month-release, month 01 to 12)",
+            f"release version '{version}' is not of the form YYYY.MM-N", hint=hint, where=where
+        )
+    # the form is right but no build time: say which part (1969.12-1 was "not of the form", pr26a 12)
+    if not 1 <= int(version[5:7]) <= 12:
+        raise ReleaseError(
+            f"release version '{version}': month {version[5:7]} is not 01 to 12", hint=hint, where=where
+        )
+    if int(version[:4]) < 1970:
+        raise ReleaseError(
+            f"release version '{version}': year {version[:4]} is before 1970 (its 1st of the month is the "
+            "release's default build time, a Unix time)",
+            hint=hint,
             where=where,
         )
     return version

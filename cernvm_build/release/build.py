@@ -22,11 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import cachekey, gpg
+from .. import cachekey, gpg, utcdate
 from .. import releaseindex as idx
 from ..artifact import Artifact
+from ..bootloader.cpio import MAX_FIELD
 from ..container.from_profile import build_profile as build_container
-from ..context import BuildContext
+from ..context import BuildContext, env_epoch
 from ..cvmfs.repository import SnapshotSpec
 from ..errors import CernVMError
 from ..fsutil import atomic_write, held_lock, remove_tree
@@ -61,9 +62,16 @@ def version_epoch(version: str) -> int:
 
 def release_context(version: str, *, reporter: Reporter | None = None, jobs: int = 1) -> BuildContext:
     """The context a release is built with: ``SOURCE_DATE_EPOCH`` if set, else the release month's."""
-    return BuildContext.from_environment(
-        default_epoch=version_epoch(idx.check_version(version)), reporter=reporter, jobs=jobs
-    )
+    default = version_epoch(idx.check_version(version))
+    if default > MAX_FIELD and env_epoch() is None:
+        # the image build's check_epoch said "set SOURCE_DATE_EPOCH to an earlier time", though the
+        # time came from the version (pr26a 12): name the version it came from
+        raise idx.ReleaseError(
+            f"release version '{version}' dates the release {utcdate.text(default)} (the 1st of its "
+            f"month), after {utcdate.text(MAX_FIELD)}, the last time an initrd's cpio (newc) header holds",
+            hint="name an earlier release, or set SOURCE_DATE_EPOCH to a build time before that",
+        )
+    return BuildContext.from_environment(default_epoch=default, reporter=reporter, jobs=jobs)
 
 
 def for_release(profile: Profile, version: str) -> Profile:

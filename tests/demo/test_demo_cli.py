@@ -72,7 +72,7 @@ def test_a_version_that_is_no_release_version_is_refused_before_any_work(
     monkeypatch.setattr(repository, "publish_demo", no_work)
     assert main(["demo", "--no-boot", "--out", str(tmp_path / "out"), "--version", version]) != 0
     err = capsys.readouterr().err
-    assert f"--version: release version '{version}' is not of the form YYYY.MM-N" in err
+    assert f"--version: release version '{version}'" in err
     assert "Traceback" not in err and not (tmp_path / "out").exists()
 
 

@@ -138,9 +138,9 @@ def test_a_release_signed_by_a_revoked_key_is_a_finding(tmp_path: Path) -> None:
         (lambda d: d.pop("version"), "missing key 'version'"),
         (lambda d: d.update(version="v1"), "not of the form YYYY.MM-N"),
         # the pattern's digits are a date: month 13 and year 0 were a traceback from calendar.timegm
-        (lambda d: d.update(version="2026.13-1"), "'2026.13-1' is not of the form YYYY.MM-N"),
-        (lambda d: d.update(version="2026.00-1"), "'2026.00-1' is not of the form YYYY.MM-N"),
-        (lambda d: d.update(previous="0000.01-1"), "'0000.01-1' is not of the form YYYY.MM-N"),
+        (lambda d: d.update(version="2026.13-1"), "'2026.13-1': month 13 is not 01 to 12"),
+        (lambda d: d.update(version="2026.00-1"), "'2026.00-1': month 00 is not 01 to 12"),
+        (lambda d: d.update(previous="0000.01-1"), "'0000.01-1': year 0000 is before 1970"),
         (lambda d: d["artifacts"][0].update(path="../../etc/passwd"), "leaves the release directory"),
         (lambda d: d["artifacts"][0].update(path="file:///dev/zero"), "leaves the release directory"),
         (lambda d: d["artifacts"][0].update(path="//other.example/x.hdd"), "leaves the release directory"),
@@ -302,13 +302,43 @@ def test_an_index_larger_than_the_cap_is_refused_unread(
     assert str(index) in str(e.value)
 
 
-@pytest.mark.parametrize("version", ["2026.13-1", "2026.00-1", "0000.01-1"])
-def test_a_version_that_is_no_month_is_one_error_before_the_build(version: str) -> None:
+@pytest.mark.parametrize(
+    ("version", "said"),
+    [
+        ("2026.13-1", "month 13 is not 01 to 12"),
+        ("2026.00-1", "month 00 is not 01 to 12"),
+        ("0000.01-1", "year 0000 is before 1970"),
+        ("1969.12-1", "year 1969 is before 1970"),
+        ("2026.11", "is not of the form YYYY.MM-N"),
+    ],
+)
+def test_a_version_that_is_no_month_is_one_error_before_the_build(version: str, said: str) -> None:
+    """pr26a 12: a version of the right form whose year is before 1970 (or whose month is 13) was
+    "not of the form YYYY.MM-N"; the error says which part is wrong now."""
     from cernvm_build.release.build import release_context
 
-    with pytest.raises(CernVMError, match=f"'{version}' is not of the form YYYY.MM-N") as e:
+    with pytest.raises(CernVMError) as e:
         release_context(version)
+    assert e.value.message.startswith(f"release version '{version}'") and said in e.value.message
     assert e.value.hint and "month 01 to 12" in e.value.hint
+
+
+def test_a_version_dated_past_the_initrd_s_last_time_names_the_version(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """pr26a 12: ``release 2107.01-1`` without SOURCE_DATE_EPOCH failed in the image build with "set
+    SOURCE_DATE_EPOCH to an earlier time", though the time came from the version. With the variable
+    set (to a time that fits) that version builds as before."""
+    from cernvm_build.release.build import release_context
+
+    monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
+    with pytest.raises(CernVMError) as e:
+        release_context("2107.01-1")
+    assert e.value.message.startswith("release version '2107.01-1' dates the release 2107-01-01T00:00:00Z")
+    assert e.value.hint and "earlier release" in e.value.hint
+    assert release_context("2106.02-1").epoch == 4294425600  # the last month that fits
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1767225600")
+    assert release_context("2107.01-1").epoch == 1767225600
 
 
 def test_notes_that_are_not_utf8_are_refused_before_anything_is_published(tmp_path: Path) -> None:
