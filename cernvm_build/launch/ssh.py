@@ -22,7 +22,6 @@ from typing import Any, BinaryIO
 import paramiko
 
 from ..errors import SSHError
-from ..fsutil import atomic_file
 
 # paramiko logs a traceback for every refused or reset handshake; while a guest boots those are
 # expected (readiness retries them) and the failures that matter become SSHErrors.
@@ -214,14 +213,6 @@ def put(
         raise SSHError(
             f"cannot write {dest} on the instance (exit {code})", hint="check the path and its folder"
         )
-
-
-def get(client: paramiko.SSHClient, src: str, dest: Path) -> None:
-    err = _Sink()
-    with atomic_file(dest) as f:  # a failed copy leaves no half file
-        code = run(client, f"cat {shlex.quote(src)}", stdout=f, stderr=err)  # type: ignore[arg-type]
-        if code != 0:
-            raise SSHError(f"cannot read {src} on the instance: {err.text()}", hint="check the path")
 
 
 class _Counting:

@@ -378,13 +378,3 @@ def _int(text: str | None) -> int | None:
         return int(text) if text is not None else None
     except ValueError:
         return None
-
-
-def write_repo_file(path: Path, name: str, baseurl: str, *, gpgkey: str | None = None) -> None:
-    """A ``.repo`` file for clients (used by tests and docs)."""
-    lines = [f"[{name}]", f"name={name}", f"baseurl={baseurl}", "enabled=1", "gpgcheck=0"]
-    if gpgkey:
-        lines += ["repo_gpgcheck=1", f"gpgkey={gpgkey}"]
-    else:
-        lines.append("repo_gpgcheck=0")
-    atomic_write(path, ("\n".join(lines) + "\n").encode())
