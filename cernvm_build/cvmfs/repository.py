@@ -118,6 +118,16 @@ def _set_is_stale(cache: ObjectCache) -> bool:
     return legacy >= kept
 
 
+def forget_signed(cache_dir: Path, fqrn: str) -> None:
+    """Drop the rollback floor a reader cache (``open_repository(cache_dir=…)``) keeps for ``fqrn``:
+    only for a repository its owner has just created again under the same name. The demo's is dated
+    from a fixed epoch, so a new one is "older" than the last one a cache verified, and every later
+    open was refused as a rollback."""
+    for name in (SIGNED_SET, *_SET_LIMITS):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(cache_dir / fqrn / name)
+
+
 def keep_signed(cache: ObjectCache, files: dict[str, bytes]) -> None:
     """Keep ``files`` (verified) as the cache's signed set, in one atomic write: a kill leaves the
     old set or the new one. Not written again when unchanged (each write is two fsyncs)."""

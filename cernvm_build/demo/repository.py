@@ -18,7 +18,7 @@ from ..bootloader.kernel import Kernel
 from ..cvmfs import whitelist
 from ..cvmfs.keys import KeySet, load_keys
 from ..cvmfs.publish import PublishResult, create_repository, publish_tree, resign_whitelist
-from ..cvmfs.repository import SnapshotSpec, open_repository
+from ..cvmfs.repository import SnapshotSpec, forget_signed, open_repository
 from ..errors import CernVMError
 from ..fsutil import sha256_file
 from ..paths import cache_dir, data_dir
@@ -184,6 +184,9 @@ def _publish_once(
             return cached  # same inputs already published: keep the snapshot (and what pins it)
     if not (stratum / ".cvmfspublished").exists():
         create_repository(stratum, DEMO_FQRN, keys, epoch=epoch)
+        # a new history under the demo's name, dated from the same epoch: the readers' floor of the
+        # last one (a demo repository removed, or another --out) would refuse it as a rollback
+        forget_signed(cache_dir("cvmfs"), DEMO_FQRN)
     else:
         _keep_whitelist_fresh(stratum, keys)
     result = publish(stratum, keys)

@@ -56,14 +56,22 @@ def debian_image(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     The tree is published as ``cernvm-build demo --os debian12`` does it: into the shared demo
     repository, once per machine (the tree is ``make deps``' and nothing is downloaded); the image is
     read from it with the test's own reader cache."""
+    own = os.environ["CERNVM_CACHE_DIR"]  # the package's (conftest._own_cache)
     with _shared_cache():
         kernel = fetch_debian_kernel(profile.load("debian12").kernel.package or "linux-image-cloud-amd64")
         tree = build_debian_tree("12", epoch=DEFAULT_EPOCH, kernel=kernel, offline=True)
         repo = publish_debian(release="12", kernel=kernel, offline=True)
     out = tmp_path_factory.mktemp("debian-container")
-    build_profile(profile.load("debian12"), out_dir=out, formats=["docker-archive"],
-                  sources=[str(repo.stratum)], keys=[repo.public_key], snapshot=SnapshotSpec(tag="debian12"),
-                  ctx=BuildContext(epoch=0))  # fmt: skip
+    # a reader cache of its own: the shared demo repository and the package's demo_repo are two
+    # histories of one name (both dated from the demo's fixed epoch); one cache that verified the
+    # shared one's later revision refused the fresh one as a rollback (order-dependent)
+    os.environ["CERNVM_CACHE_DIR"] = str(tmp_path_factory.mktemp("debian-reader-cache"))
+    try:
+        build_profile(profile.load("debian12"), out_dir=out, formats=["docker-archive"],
+                      sources=[str(repo.stratum)], keys=[repo.public_key],
+                      snapshot=SnapshotSpec(tag="debian12"), ctx=BuildContext(epoch=0))  # fmt: skip
+    finally:
+        os.environ["CERNVM_CACHE_DIR"] = own
     return tree.root, out
 
 

@@ -46,3 +46,24 @@ def test_the_same_inputs_give_the_same_root_hash_on_another_day(tmp_path: Path) 
         assert repo.manifest is not None and repo.manifest.timestamp == DEFAULT_EPOCH + 1  # not the clock
     again = publish_demo(tmp_path / "b", release="1")
     assert (again.revision, again.root_hash) == (first.revision, first.root_hash)
+
+
+def test_a_demo_repository_made_again_is_read_through_a_cache_that_read_the_last_one(tmp_path: Path) -> None:
+    """Revisions are dated from the demo's fixed epoch, so a demo repository made again (its folder
+    removed) is "older" than the last one's later revision: a reader cache (the container build's,
+    ``cache_dir("cvmfs")``) that verified that revision refused every open of the new one as a
+    rollback. The demo forgets that floor when it makes its repository again."""
+    import shutil
+
+    from cernvm_build.paths import cache_dir
+
+    cache = cache_dir("cvmfs")
+    publish_demo(tmp_path, release="1")
+    later = publish_demo(tmp_path, release="2", extra_files={"/etc/motd": "second\n"})
+    with open_repository(later.stratum, public_keys=[later.public_key], cache_dir=cache) as r:
+        assert r.revision == later.revision
+    shutil.rmtree(tmp_path)
+    again = publish_demo(tmp_path, release="1")
+    assert again.revision < later.revision
+    with open_repository(again.stratum, public_keys=[again.public_key], cache_dir=cache) as r:
+        assert r.root_hash == again.root_hash
