@@ -259,7 +259,7 @@ class Builder:
             ) from None
         asset_sha = filedigest.digests(sources.assets, code.known)
         # (the files table holds both: a file is gone when neither is it)
-        state.put_files(asset_sha.rows + code.rows, sorted(set(asset_sha.gone) & set(code.gone)))
+        state.put_files(asset_sha.rows + code.rows, sorted(asset_sha.gone & code.gone))
         plan_code()  # the planner's own code read and hashed (``Plan.digest``), kept for the plan
         return data, css, asset_sha.sha256
 

@@ -33,7 +33,7 @@ class Digests(NamedTuple):
     sha256: dict[str, str]  # the caller's name of each file -> sha256 of its bytes (hex)
     #: state rows of the files hashed now whose stat is settled (``State.put_files``), recorded files gone
     rows: list[tuple[str, int, int, int, int, str]]
-    gone: list[str]
+    gone: set[str]
     known: Known  # what the state knew (``digests``' argument)
 
 
@@ -55,7 +55,7 @@ def digests(files: Mapping[str, Path], known: Known) -> Digests:
         # unchanged while it was read (else the digest may be of neither version: not recorded)
         if max(stat[1], stat[2]) < settled and _stat(full) == stat:
             rows.append((full, *stat, digest))
-    return Digests(out, rows, sorted(set(known) - seen), known)
+    return Digests(out, rows, known.keys() - seen, known)
 
 
 def _sha256(full: str) -> str:
