@@ -75,10 +75,11 @@ _STEPS_2_3 = ((STEP2, tuple(s for s, _ in STEP2)), (STEP3, tuple(s for s, _ in S
 
 def _cut(text: str) -> list[str]:
     # the words of any length, lowercased, in order
-    if text.isascii():
-        return text.encode().translate(_ASCII_BYTES).decode().split()
-    low = text.lower()  # lowercased first: a few non-ASCII letters lowercase to ASCII ones
-    return low.encode().translate(_ASCII_BYTES).decode().split() if low.isascii() else WORD.findall(low)
+    if not text.isascii():
+        text = text.lower()  # lowercased first: a few non-ASCII letters lowercase to ASCII ones
+        if not text.isascii():
+            return WORD.findall(text)
+    return text.encode().translate(_ASCII_BYTES).decode().split()
 
 
 def words(text: str) -> list[str]:
