@@ -25,9 +25,9 @@ class LinkErrors(BuildError):
 
     LISTED = 100
 
-    def __init__(self, found: list[tuple[str, int, str]], total: int | None = None):
+    def __init__(self, found: list[tuple[str, int, str]], total: int):
         self.found = found
-        self.total = len(found) if total is None else total
+        self.total = total
         self.problems = [f"{file}:{line}: {message}" for file, line, message in found]
         more = f" (and {self.total - 1} more)" if self.total > 1 else ""
         file, line, message = found[0]
