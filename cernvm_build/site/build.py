@@ -48,7 +48,7 @@ from .model import BuildReport, ContentText, Job, LinkErrors, code_files, code_k
 from .output import folder_rows, matches
 from .pages import PageSet, likely_layouts, make_pages, patch_pages
 from .parallel import PARALLEL_MIN
-from .plan import FIXED_TEMPLATES, Delta, Plan, plan, plan_code, plan_digest, public
+from .plan import FIXED_TEMPLATES, Delta, Plan, plan, plan_digest, public
 from .reference import GENERATORS
 from .sources import Generators, Sources, nothing, plan_sources, render_markdown, scan
 from .write import execute, find_strays
@@ -260,7 +260,6 @@ class Builder:
         asset_sha = filedigest.digests(sources.assets, code.known)
         # (the files table holds both: a file is gone when neither is it)
         state.put_files(asset_sha.rows + code.rows, sorted(asset_sha.gone & code.gone))
-        plan_code()  # the planner's own code read and hashed (``Plan.digest``), kept for the plan
         return data, css, asset_sha.sha256
 
     def build(self) -> BuildReport:
