@@ -529,7 +529,7 @@ class Response:
         connection can be reused; False (not reusable) if more than ``most`` bytes are left."""
         left = self._left
         if left == 0 and not self.chunked:  # read to its end already (the usual case): no read
-            return not self.will_close and not self._conn._buf
+            return self.reusable
         if left is not None and left > most:
             return False
         got = 0
