@@ -479,9 +479,8 @@ def _write_disk(root: Path, dest: Path, size_mb: int, tools: tuple[str, str, str
     _root_owned(root, fs, debugfs)
     tmp = dest.with_name(f".{dest.name}.tmp")
     try:
-        proc.run(
-            [qemu_img, "convert", "-q", "-f", "raw", "-O", "qcow2", proc.qemu_file(raw), proc.qemu_file(tmp)]
-        )
+        # both absolute (make_seed made dest so): no name qemu reads as a protocol (proc.qemu_file)
+        proc.run([qemu_img, "convert", "-q", "-f", "raw", "-O", "qcow2", raw, tmp])
         os.replace(tmp, dest)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

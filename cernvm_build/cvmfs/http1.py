@@ -111,7 +111,7 @@ class Connection:
         #: instructions a fetched object (issue 13)
         self._buf = b""
         self._at = 0
-        #: the socket registered for POLLIN (``_await``), made on first use
+        #: the socket registered for POLLIN (``_register``), made on first use
         self._poll: select.poll | None = None
 
     def close(self) -> None:
@@ -172,11 +172,13 @@ class Connection:
             return False
         # Polled, not peeked: a peek at nothing raised BlockingIOError on every reuse (an exception
         # per fetched object); readable is a byte there, the end, or a reset (POLLHUP, POLLERR)
-        poll = self._poll
-        if poll is None:
-            poll = self._poll = select.poll()
-            poll.register(sock, _POLLIN)
-        return bool(poll.poll(0))
+        return bool((self._poll or self._register(sock)).poll(0))
+
+    def _register(self, sock: socket.socket) -> select.poll:
+        """``_poll`` made: ``sock`` registered for POLLIN (``spoiled``, ``_await``), once a connection."""
+        poll = self._poll = select.poll()
+        poll.register(sock, _POLLIN)
+        return poll
 
     # -- reading -----------------------------------------------------------------------------------
     def _consume(self, buf: bytes, at: int) -> None:
@@ -223,9 +225,7 @@ class Connection:
             if not got or n - len(got) < AWAIT_WHOLE:
                 return got  # the end, all of it, or a small rest (asked for again by the caller)
         rest = n - len(got)
-        if self._poll is None:
-            self._poll = select.poll()
-            self._poll.register(sock, _POLLIN)
+        poll = self._poll or self._register(sock)
         # Not a blocking recv with the mark set: the kernel wakes a reader when what is *not yet
         # copied* reaches the mark, so once a recv has copied part of the body the rest would never
         # reach it (it hangs; seen on Linux 6.18). poll copies nothing.
@@ -234,7 +234,7 @@ class Connection:
         except OSError:  # a kernel (a sandbox?) that refuses the mark: a blocking read, as without it
             return self._blocking(got, rest)
         try:
-            ready = self._poll.poll(self.timeout * 1000)
+            ready = poll.poll(self.timeout * 1000)
             data = sock.recv(rest, socket.MSG_DONTWAIT)
         except BlockingIOError:
             data = None
@@ -529,7 +529,7 @@ class Response:
         connection can be reused; False (not reusable) if more than ``most`` bytes are left."""
         left = self._left
         if left == 0 and not self.chunked:  # read to its end already (the usual case): no read
-            return not self.will_close and not self._conn._buf
+            return self.reusable
         if left is not None and left > most:
             return False
         got = 0

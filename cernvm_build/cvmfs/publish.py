@@ -30,6 +30,7 @@ from typing import BinaryIO
 
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from .. import utcdate
 from ..errors import CvmfsError
 from ..fsutil import atomic_write, read_capped
 from . import manifest as mf
@@ -126,15 +127,11 @@ def _default_timestamp(timestamp: int | None, epoch: int | None) -> int:
         # SOURCE_DATE_EPOCH is read up to the year 9999 (tars hold it); a revision dated after this
         # was published, exit 0, with a manifest every reader refuses: the repository unreadable
         raise CvmfsError(
-            f"build time {epoch} ({_iso(epoch)}) is after {_iso(MAX_MTIME)}, the last publish time a "
-            "CernVM-FS reader accepts",
+            f"build time {epoch} ({utcdate.text(epoch)}) is after {utcdate.text(MAX_MTIME)}, the last "
+            "publish time a CernVM-FS reader accepts",
             hint="set SOURCE_DATE_EPOCH to an earlier time, or give --timestamp",
         )
     return epoch if epoch is not None else int(time.time())
-
-
-def _iso(ts: int) -> str:
-    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _check_timestamp(
@@ -148,8 +145,8 @@ def _check_timestamp(
         return
     if timestamp is not None:
         raise CvmfsError(
-            f"timestamp {timestamp} ({_iso(timestamp)}) is earlier than revision {current.revision} of "
-            f"{current.fqrn} ({current.timestamp}, {_iso(current.timestamp)})",
+            f"timestamp {timestamp} ({utcdate.text(timestamp)}) is earlier than revision "
+            f"{current.revision} of {current.fqrn} ({current.timestamp}, {utcdate.text(current.timestamp)})",
             hint=f"give a time at or after {current.timestamp}, or leave it out to use the current time",
         )
     warnings.append(

@@ -126,6 +126,9 @@ def fat_time(epoch: int) -> int:
 
 def make_hdd(tree: Path, config: str, out: Path, volume_id: str, epoch: int) -> None:
     """Raw disk: MBR (syslinux mbr.bin) + one active FAT partition with syslinux and the boot tree."""
+    # absolute, once: the tools run in out's folder (below), and a relative name beginning with '-'
+    # ('--out=-fm') was syslinux's options (pr26c 10)
+    tree, out = Path(os.path.abspath(tree)), Path(os.path.abspath(out))
     epoch = fat_time(epoch)
     size = hdd_size(tree)
     sectors = size // 512
@@ -150,14 +153,9 @@ def make_hdd(tree: Path, config: str, out: Path, volume_id: str, epoch: int) -> 
     run(["mmd", "-i", part, "::/syslinux", "::/cernvm"], env=env, cwd=here)
     for p in sorted(tree.rglob("*")):
         if p.is_file():
-            dest = f"::/{p.relative_to(tree).as_posix()}"  # (p absolute: as the caller named it)
-            run(["mcopy", "-m", "-i", part, os.path.abspath(p), dest], env=env, cwd=here)
+            run(["mcopy", "-m", "-i", part, p, f"::/{p.relative_to(tree).as_posix()}"], env=env, cwd=here)
     offset = str(PART_START * 512)
-    # absolute: a relative --out beginning with '-' ('--out=-fm') was read as syslinux's options (pr26c 10)
-    run(
-        ["syslinux", "--install", "--offset", offset, "--directory", "/syslinux", os.path.abspath(out)],
-        env=env,
-    )
+    run(["syslinux", "--install", "--offset", offset, "--directory", "/syslinux", out], env=env)
     out.chmod(0o644)
 
 

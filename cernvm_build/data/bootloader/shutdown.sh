@@ -35,7 +35,7 @@ diagnose() {
     ours=$($bb readlink /proc/self/ns/mnt)
     for p in /proc/[0-9]*; do
         [ "${p#/proc/}" = "$$" ] && continue
-        st=$($bb cut -d ' ' -f 3 "$p/stat" 2>/dev/null)
+        proc_state "$p"
         [ -n "$st" ] || continue
         ns=$($bb readlink "$p/ns/mnt" 2>/dev/null)
         # shellcheck disable=SC2016  # an awk program
@@ -65,15 +65,18 @@ else
     $bb umount -l /oldroot
 fi
 # The FUSE daemon ends when its mount goes; give it a few seconds, then make sure. It is our child
-# now (PID 1 inherits orphans): a zombie ("Z") has closed its files already. Its state is the field
-# after the command name in /proc/PID/stat, read by the shell (a cut was a fork and an exec per look);
-# the name may hold blanks and ") " itself, so the state follows the last ") ".
+# now (PID 1 inherits orphans): a zombie ("Z") has closed its files already.
 gone() {
-    st=
-    read -r st 2>/dev/null <"/proc/$1/stat" || return 0
+    proc_state "/proc/$1"
+    [ -z "$st" ] || [ "$st" = Z ]
+}
+# $st: the state of the process of the /proc folder $1, empty without one (also diagnose's): the field
+# after the command name in stat, read by the shell (a cut was a fork and an exec per look); the name
+# may hold blanks and ") " itself, so the state follows the last ") ".
+proc_state() {
+    read -r st 2>/dev/null <"$1/stat" || st=
     st=${st##*) }
     st=${st%% *}
-    [ -z "$st" ] || [ "$st" = Z ]
 }
 # A wait of 20 ms without a process: a read that times out on a fifo held open at both ends, which
 # nothing writes to (the look every 0.1 s by a sleep was a fork and an exec each, and the daemon's
