@@ -344,6 +344,15 @@ class Signed:
     signed_on: str
     key_expired: str | None = None
 
+    def expiry_warning(self, release: str) -> str | None:
+        """The warning for a release signed by a key that has expired since (None: it has not)."""
+        if self.key_expired is None:
+            return None
+        return (
+            f"release {release}: signed on {self.signed_on}, before key {self.signer} expired on "
+            f"{self.key_expired}: the signature stands; the key signs nothing new"
+        )
+
 
 def _stamp(word: str) -> int | None:
     """A status line's time: seconds since the epoch, or ISO 8601 ``YYYYMMDDTHHMMSS``."""
