@@ -19,6 +19,7 @@ import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 from types import TracebackType
 
@@ -125,43 +126,42 @@ class Keyring:
             raise CernVMError("the revocation certificate could not be imported", hint="give an armored one")
 
     def secret_fingerprints(self) -> list[str]:
-        return self._fingerprints("--list-secret-keys", "sec:")
+        return self._fingerprints("--list-secret-keys", "sec")
 
     def primary_fingerprints(self) -> list[str]:
-        return self._fingerprints("--list-keys", "pub:")
+        return self._fingerprints("--list-keys", "pub")
 
     def dead_primary_fingerprints(self) -> list[str]:
         """The primary keys gpg lists as revoked (``r``) or expired (``e``) now (gpg's own clock)."""
-        return self._fingerprints("--list-keys", "pub:", validity="re")
+        return self._fingerprints("--list-keys", "pub", validity="re")
 
     def subkeys(self) -> dict[str, list[tuple[str, str]]]:
         """Each primary key's subkeys as ``(fingerprint, gpg's validity letter)``: ``r`` revoked,
         ``e`` expired (gpg's own clock)."""
-        rows = self._listing("--with-colons", "--list-keys").splitlines()
         out: dict[str, list[tuple[str, str]]] = {}
         primary = ""
-        for i, r in enumerate(rows[:-1]):
-            nxt = rows[i + 1]
-            if not nxt.startswith("fpr:"):
-                continue
-            if r.startswith("pub:"):
-                primary = nxt.split(":")[9]
+        for fields, fpr in self._key_rows("--list-keys"):
+            if fields[0] == "pub":
+                primary = fpr
                 out[primary] = []
-            elif r.startswith("sub:") and primary:
-                out[primary].append((nxt.split(":")[9], r.split(":")[1]))
+            elif fields[0] == "sub" and primary:
+                out[primary].append((fpr, fields[1]))
         return out
 
     def _fingerprints(self, listing: str, record: str, validity: str | None = None) -> list[str]:
-        """The fingerprint (the ``fpr`` row after each ``record`` row) of every key gpg lists (only
-        those whose validity field is one of ``validity``'s letters, if given)."""
-        rows = self._listing("--with-colons", listing).splitlines()
+        """The fingerprint of every ``record`` key gpg lists (only those whose validity field is one
+        of ``validity``'s letters, if given)."""
         return [
-            rows[i + 1].split(":")[9]
-            for i, r in enumerate(rows)
-            if r.startswith(record)
-            and i + 1 < len(rows)
-            and (validity is None or r.split(":")[1] in validity)
+            fpr
+            for fields, fpr in self._key_rows(listing)
+            if fields[0] == record and (validity is None or fields[1] in validity)
         ]
+
+    def _key_rows(self, listing: str) -> list[tuple[list[str], str]]:
+        """Each key row of gpg's ``--with-colons`` ``listing`` (``pub``, ``sub``, ``sec``...) as its
+        fields, with the fingerprint of the ``fpr`` row that follows it."""
+        rows = self._listing("--with-colons", listing).splitlines()
+        return [(r.split(":"), nxt.split(":")[9]) for r, nxt in pairwise(rows) if nxt.startswith("fpr:")]
 
     def sign_detached(self, data: Path, out: Path, *, armor: bool = True) -> None:
         signers = self.secret_fingerprints()
@@ -199,13 +199,11 @@ class Keyring:
 
     def _expiries(self) -> dict[str, int]:
         """Each key's and subkey's expiry (seconds since the epoch; 0: never), by fingerprint."""
-        rows = self._listing("--with-colons", "--fixed-list-mode", "--list-keys").splitlines()
-        out: dict[str, int] = {}
-        for i, r in enumerate(rows[:-1]):
-            fields, nxt = r.split(":"), rows[i + 1]
-            if fields[0] in ("pub", "sub") and nxt.startswith("fpr:") and len(fields) > 6:
-                out[nxt.split(":")[9]] = int(fields[6]) if fields[6].isdigit() else 0
-        return out
+        return {
+            fpr: int(fields[6]) if fields[6].isdigit() else 0
+            for fields, fpr in self._key_rows("--list-keys")
+            if fields[0] in ("pub", "sub") and len(fields) > 6
+        }
 
     def verify_clearsigned(self, path: Path) -> tuple[str, bytes]:
         """``(fingerprint, signed content)`` of a clearsigned file (e.g. InRelease). gpg reads a copy
