@@ -298,6 +298,10 @@ def _date(words: list[str] | None) -> str:
         stamp = int((words or [""])[0])
     except ValueError:
         return ""
+    return _day(stamp)
+
+
+def _day(stamp: int) -> str:
     return dt.datetime.fromtimestamp(stamp, dt.UTC).strftime("%Y-%m-%d")
 
 
@@ -384,18 +388,18 @@ def archived_signer(
         if made is None or not ends:
             continue
         key = f"key {valid[9]}" + (f" ({sig.uid()})" if sig.uid() else "")
+        signed_on, expired = _day(made), _day(min(ends))
         if made > min(ends):
             raise IntegrityError(
-                f"{what}: signed on {_date([str(made)])} by {key}, after it expired on "
-                f"{_date([str(min(ends))])}",
+                f"{what}: signed on {signed_on} by {key}, after it expired on {expired}",
                 hint="a signature made after its key expired is not the key holder's: do not trust it",
             )
         if made > clock:
             raise IntegrityError(
-                f"{what}: signed by {key} on {_date([str(made)])}, a date in the future",
+                f"{what}: signed by {key} on {signed_on}, a date in the future",
                 hint="check the system clock; a signature from the future is not trusted",
             )
-        return Signed(valid[9], _date([str(made)]), _date([str(min(ends))]))
+        return Signed(valid[9], signed_on, expired)
     valid_signer(status, what)  # raises: names what is wrong
     raise AssertionError("valid_signer returned for a status archived_signer refused")
 
