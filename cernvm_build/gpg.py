@@ -252,6 +252,14 @@ class _Sig:
                 return " ".join(self.words[keyword][1:])
         return ""
 
+    def good(self) -> bool:
+        """Good now: by a key neither expired nor revoked, and not expired itself."""
+        return self.has("GOODSIG") and self.has("VALIDSIG") and not any(map(self.has, _WORTHLESS))
+
+    def key(self) -> str:
+        """The signing key as an error line names it: ``key FINGERPRINT (uid)``."""
+        return f"key {self.signer()}" + (f" ({self.uid()})" if self.uid() else "")
+
 
 #: a keyring's home is ``<tmp>/cernvm-gpg-<pid>-<rnd>``: the pid tells a killed process's home (its
 #: gpg-agent still running, the keys it imported on disk) from a running one's
@@ -310,11 +318,11 @@ def valid_signer(status: str, what: str) -> str:
     revoked; otherwise an ``IntegrityError`` naming the key and what is wrong with it."""
     sigs = _signatures(status)
     for sig in sigs:
-        if sig.has("GOODSIG") and sig.has("VALIDSIG") and not any(map(sig.has, _WORTHLESS)):
+        if sig.good():
             return sig.signer()
     hint = "check that the file and its signature belong together"
     for sig in sigs:
-        key = f"key {sig.signer()}" + (f" ({sig.uid()})" if sig.uid() else "")
+        key = sig.key()
         if sig.has("BADSIG"):  # gpg says KEYEXPIRED next to it: "bad", not "expired", is what is wrong
             continue
         if sig.has("REVKEYSIG") or sig.has("KEYREVOKED"):
@@ -375,7 +383,7 @@ def archived_signer(
     signature made while the key was valid from one made after."""
     sigs = _signatures(status)
     for sig in sigs:
-        if sig.has("GOODSIG") and sig.has("VALIDSIG") and not any(map(sig.has, _WORTHLESS)):
+        if sig.good():
             return Signed(sig.signer(), _date(sig.words["VALIDSIG"][2:3]))
     clock = int((now or dt.datetime.now(dt.UTC)).timestamp())
     for sig in sigs:
@@ -387,7 +395,7 @@ def archived_signer(
         ends = [e for e in (expiries.get(valid[0], 0), expiries.get(valid[9], 0)) if e]
         if made is None or not ends:
             continue
-        key = f"key {valid[9]}" + (f" ({sig.uid()})" if sig.uid() else "")
+        key = sig.key()  # the signer is VALIDSIG's primary fingerprint (valid[9])
         signed_on, expired = _day(made), _day(min(ends))
         if made > min(ends):
             raise IntegrityError(
@@ -399,7 +407,7 @@ def archived_signer(
                 f"{what}: signed by {key} on {signed_on}, a date in the future",
                 hint="check the system clock; a signature from the future is not trusted",
             )
-        return Signed(valid[9], signed_on, expired)
+        return Signed(sig.signer(), signed_on, expired)
     valid_signer(status, what)  # raises: names what is wrong
     raise AssertionError("valid_signer returned for a status archived_signer refused")
 
