@@ -19,6 +19,7 @@ import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 from types import TracebackType
 
@@ -125,43 +126,42 @@ class Keyring:
             raise CernVMError("the revocation certificate could not be imported", hint="give an armored one")
 
     def secret_fingerprints(self) -> list[str]:
-        return self._fingerprints("--list-secret-keys", "sec:")
+        return self._fingerprints("--list-secret-keys", "sec")
 
     def primary_fingerprints(self) -> list[str]:
-        return self._fingerprints("--list-keys", "pub:")
+        return self._fingerprints("--list-keys", "pub")
 
     def dead_primary_fingerprints(self) -> list[str]:
         """The primary keys gpg lists as revoked (``r``) or expired (``e``) now (gpg's own clock)."""
-        return self._fingerprints("--list-keys", "pub:", validity="re")
+        return self._fingerprints("--list-keys", "pub", validity="re")
 
     def subkeys(self) -> dict[str, list[tuple[str, str]]]:
         """Each primary key's subkeys as ``(fingerprint, gpg's validity letter)``: ``r`` revoked,
         ``e`` expired (gpg's own clock)."""
-        rows = self._listing("--with-colons", "--list-keys").splitlines()
         out: dict[str, list[tuple[str, str]]] = {}
         primary = ""
-        for i, r in enumerate(rows[:-1]):
-            nxt = rows[i + 1]
-            if not nxt.startswith("fpr:"):
-                continue
-            if r.startswith("pub:"):
-                primary = nxt.split(":")[9]
+        for fields, fpr in self._key_rows("--list-keys"):
+            if fields[0] == "pub":
+                primary = fpr
                 out[primary] = []
-            elif r.startswith("sub:") and primary:
-                out[primary].append((nxt.split(":")[9], r.split(":")[1]))
+            elif fields[0] == "sub" and primary:
+                out[primary].append((fpr, fields[1]))
         return out
 
     def _fingerprints(self, listing: str, record: str, validity: str | None = None) -> list[str]:
-        """The fingerprint (the ``fpr`` row after each ``record`` row) of every key gpg lists (only
-        those whose validity field is one of ``validity``'s letters, if given)."""
-        rows = self._listing("--with-colons", listing).splitlines()
+        """The fingerprint of every ``record`` key gpg lists (only those whose validity field is one
+        of ``validity``'s letters, if given)."""
         return [
-            rows[i + 1].split(":")[9]
-            for i, r in enumerate(rows)
-            if r.startswith(record)
-            and i + 1 < len(rows)
-            and (validity is None or r.split(":")[1] in validity)
+            fpr
+            for fields, fpr in self._key_rows(listing)
+            if fields[0] == record and (validity is None or fields[1] in validity)
         ]
+
+    def _key_rows(self, listing: str) -> list[tuple[list[str], str]]:
+        """Each key row of gpg's ``--with-colons`` ``listing`` (``pub``, ``sub``, ``sec``...) as its
+        fields, with the fingerprint of the ``fpr`` row that follows it."""
+        rows = self._listing("--with-colons", listing).splitlines()
+        return [(r.split(":"), nxt.split(":")[9]) for r, nxt in pairwise(rows) if nxt.startswith("fpr:")]
 
     def sign_detached(self, data: Path, out: Path, *, armor: bool = True) -> None:
         signers = self.secret_fingerprints()
@@ -199,13 +199,11 @@ class Keyring:
 
     def _expiries(self) -> dict[str, int]:
         """Each key's and subkey's expiry (seconds since the epoch; 0: never), by fingerprint."""
-        rows = self._listing("--with-colons", "--fixed-list-mode", "--list-keys").splitlines()
-        out: dict[str, int] = {}
-        for i, r in enumerate(rows[:-1]):
-            fields, nxt = r.split(":"), rows[i + 1]
-            if fields[0] in ("pub", "sub") and nxt.startswith("fpr:") and len(fields) > 6:
-                out[nxt.split(":")[9]] = int(fields[6]) if fields[6].isdigit() else 0
-        return out
+        return {
+            fpr: int(fields[6]) if fields[6].isdigit() else 0
+            for fields, fpr in self._key_rows("--list-keys")
+            if fields[0] in ("pub", "sub") and len(fields) > 6
+        }
 
     def verify_clearsigned(self, path: Path) -> tuple[str, bytes]:
         """``(fingerprint, signed content)`` of a clearsigned file (e.g. InRelease). gpg reads a copy
@@ -254,6 +252,14 @@ class _Sig:
                 return " ".join(self.words[keyword][1:])
         return ""
 
+    def good(self) -> bool:
+        """Good now: by a key neither expired nor revoked, and not expired itself."""
+        return self.has("GOODSIG") and self.has("VALIDSIG") and not any(map(self.has, _WORTHLESS))
+
+    def key(self) -> str:
+        """The signing key as an error line names it: ``key FINGERPRINT (uid)``."""
+        return f"key {self.signer()}" + (f" ({self.uid()})" if self.uid() else "")
+
 
 #: a keyring's home is ``<tmp>/cernvm-gpg-<pid>-<rnd>``: the pid tells a killed process's home (its
 #: gpg-agent still running, the keys it imported on disk) from a running one's
@@ -300,6 +306,10 @@ def _date(words: list[str] | None) -> str:
         stamp = int((words or [""])[0])
     except ValueError:
         return ""
+    return _day(stamp)
+
+
+def _day(stamp: int) -> str:
     return dt.datetime.fromtimestamp(stamp, dt.UTC).strftime("%Y-%m-%d")
 
 
@@ -308,11 +318,11 @@ def valid_signer(status: str, what: str) -> str:
     revoked; otherwise an ``IntegrityError`` naming the key and what is wrong with it."""
     sigs = _signatures(status)
     for sig in sigs:
-        if sig.has("GOODSIG") and sig.has("VALIDSIG") and not any(map(sig.has, _WORTHLESS)):
+        if sig.good():
             return sig.signer()
     hint = "check that the file and its signature belong together"
     for sig in sigs:
-        key = f"key {sig.signer()}" + (f" ({sig.uid()})" if sig.uid() else "")
+        key = sig.key()
         if sig.has("BADSIG"):  # gpg says KEYEXPIRED next to it: "bad", not "expired", is what is wrong
             continue
         if sig.has("REVKEYSIG") or sig.has("KEYREVOKED"):
@@ -344,6 +354,15 @@ class Signed:
     signed_on: str
     key_expired: str | None = None
 
+    def expiry_warning(self, release: str) -> str | None:
+        """The warning for a release signed by a key that has expired since (None: it has not)."""
+        if self.key_expired is None:
+            return None
+        return (
+            f"release {release}: signed on {self.signed_on}, before key {self.signer} expired on "
+            f"{self.key_expired}: the signature stands; the key signs nothing new"
+        )
+
 
 def _stamp(word: str) -> int | None:
     """A status line's time: seconds since the epoch, or ISO 8601 ``YYYYMMDDTHHMMSS``."""
@@ -364,7 +383,7 @@ def archived_signer(
     signature made while the key was valid from one made after."""
     sigs = _signatures(status)
     for sig in sigs:
-        if sig.has("GOODSIG") and sig.has("VALIDSIG") and not any(map(sig.has, _WORTHLESS)):
+        if sig.good():
             return Signed(sig.signer(), _date(sig.words["VALIDSIG"][2:3]))
     clock = int((now or dt.datetime.now(dt.UTC)).timestamp())
     for sig in sigs:
@@ -376,19 +395,19 @@ def archived_signer(
         ends = [e for e in (expiries.get(valid[0], 0), expiries.get(valid[9], 0)) if e]
         if made is None or not ends:
             continue
-        key = f"key {valid[9]}" + (f" ({sig.uid()})" if sig.uid() else "")
+        key = sig.key()  # the signer is VALIDSIG's primary fingerprint (valid[9])
+        signed_on, expired = _day(made), _day(min(ends))
         if made > min(ends):
             raise IntegrityError(
-                f"{what}: signed on {_date([str(made)])} by {key}, after it expired on "
-                f"{_date([str(min(ends))])}",
+                f"{what}: signed on {signed_on} by {key}, after it expired on {expired}",
                 hint="a signature made after its key expired is not the key holder's: do not trust it",
             )
         if made > clock:
             raise IntegrityError(
-                f"{what}: signed by {key} on {_date([str(made)])}, a date in the future",
+                f"{what}: signed by {key} on {signed_on}, a date in the future",
                 hint="check the system clock; a signature from the future is not trusted",
             )
-        return Signed(valid[9], _date([str(made)]), _date([str(min(ends))]))
+        return Signed(sig.signer(), signed_on, expired)
     valid_signer(status, what)  # raises: names what is wrong
     raise AssertionError("valid_signer returned for a status archived_signer refused")
 

@@ -61,13 +61,10 @@ def cmd_images_pull(args: argparse.Namespace, out: Output) -> int:
         keys = [Path(k) for k in (args.key or s.release_keys)]
         found = catalog.find(args.url, indexes, keys, fmt=args.format)
         url, sha256, size, profile = found.url, found.sha256, found.size or None, profile or found.profile
-        how = f"release {found.release}, signed by {found.signer[-16:]}, sha256 verified"
+        how = f"release {found.release}, signed by {found.signed.signer[-16:]}, sha256 verified"
         out.detail(f"{args.url}: {found.name} from {url}")
-        if found.key_expired:
-            out.warn(
-                f"release {found.release}: signed on {found.signed_on}, before key {found.signer} "
-                f"expired on {found.key_expired}: the signature stands; the key signs nothing new"
-            )
+        if warning := found.signed.expiry_warning(found.release):
+            out.warn(warning)
     with out.progress(transfer=True) as bar:
         task = bar.add_task(Path(url).name, total=None)
         img = launch.image_cache(s, launch.default_uri(s.connect)).pull(

@@ -159,12 +159,8 @@ def _verify(args: argparse.Namespace, out: Output) -> int:
         out.print(styled(verdict, f": release {d['version']}: {d['checked']} artifacts checked{signer}"))
 
     out.data(data, show)
-    if report.signature and report.signature.key_expired:
-        s = report.signature
-        out.warn(
-            f"release {report.version}: signed on {s.signed_on}, before key {s.signer} expired on "
-            f"{s.key_expired}: the signature stands; the key signs nothing new"
-        )
+    if report.signature and (warning := report.signature.expiry_warning(report.version)):
+        out.warn(warning)
     if not report.ok:
         # an error, not only a return code: with --quiet (results left out) the FAIL lines are not
         # shown, and a failed verify was silent but for its exit code

@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
 
 from .. import jsonable, utcdate
+from ..context import MAX_EPOCH
 from ..errors import BuildError, IntegrityError, UsageError
 from ..fsutil import open_regular, read_capped, sha256_file
 
@@ -99,7 +100,6 @@ def load_signer(key_pem: Path, cert_pem: Path) -> Signer:
 
 #: the first block's key for the build time, the image's signing time (seconds since the epoch)
 BUILD_TIME = "source-date-epoch"
-MAX_TIME = 253402300799  # 9999-12-31T23:59:59Z, the last time utcdate writes (and X.509 holds)
 
 
 def _cert_span(cert: x509.Certificate) -> tuple[int, int]:
@@ -137,6 +137,21 @@ class Validity:
     valid_when_signed: bool | None
     expired_on: str | None  # the certificate expired since the signing (a warning)
 
+    def warning(self, image: object) -> str | None:
+        """What ``image verify`` and the launcher warn of: no build time to check the certificate
+        against, or its expiry since the signing (None: neither)."""
+        if self.valid_when_signed is None:
+            return (
+                f"{image}: the signature block records no build time: the certificate's validity "
+                f"({self.not_before} to {self.not_after}) was checked against no time"
+            )
+        if self.expired_on:
+            return (
+                f"{image}: the certificate was valid when signed ({self.build_time}); expired on "
+                f"{self.expired_on}"
+            )
+        return None
+
 
 def validity(t: Trailer, now: dt.datetime | None = None) -> Validity | None:
     """``t``'s certificate against the build time its signed first block records (None: unsigned)."""
@@ -148,7 +163,7 @@ def validity(t: Trailer, now: dt.datetime | None = None) -> Validity | None:
     clock = int((now or dt.datetime.now(dt.UTC)).timestamp())
     valid = None if stamp is None else start <= stamp <= end
     # a time no certificate covers (past year 9999, before 1970) is shown as recorded, not as a date
-    shown = None if stamp is None else utcdate.text(stamp) if 0 <= stamp <= MAX_TIME else str(stamp)
+    shown = None if stamp is None else utcdate.text(stamp) if 0 <= stamp <= MAX_EPOCH else str(stamp)
     return Validity(
         not_before=utcdate.text(start),
         not_after=utcdate.text(end),

@@ -39,10 +39,9 @@ class CatalogImage:
     format: str
     profile: str
     release: str  # the release version
-    signer: str  # fingerprint of the key that signed SHA256SUMS
-    signed_on: str = ""  # the date it signed
-    #: the date the key expired since it signed (a warning: a frozen release outlives its key)
-    key_expired: str | None = None
+    #: SHA256SUMS's signature: its key, the date it signed, and the date the key expired since (a
+    #: warning: a frozen release outlives its key)
+    signed: gpg.Signed
 
 
 def _http(url: str, limit: int) -> bytes:
@@ -107,7 +106,7 @@ def find(name: str, indexes: Sequence[str], keys: Sequence[Path], *, fmt: str | 
             signed = _verify_sums(release, index_url, work, keys, art.path, art.sha256)
             return CatalogImage(
                 art.name, urljoin(index_url, art.path), art.sha256, art.size, art.format, art.profile,
-                release.version, signed.signer, signed.signed_on, signed.key_expired,
+                release.version, signed,
             )  # fmt: skip
     listed = ", ".join(sorted(set(seen))) or "none"
     raise ImageError(f"no image named '{name}' in the release indexes", hint=f"they list: {listed}")
