@@ -332,9 +332,17 @@ def _verify(args: argparse.Namespace, out: Output) -> int:
     # without --cert the image is only whole: anyone can sign with a certificate of their own
     doc = {**signature.describe(args.image, t), "valid": True, "trusted": trusted is not None}
     out.data(doc, lambda d: out.print(f"{args.image}: signature OK, signed by {d['signer']}"))
-    v = signature.validity(t)
-    if v is not None and (warning := v.warning(args.image)):
-        out.warn(warning)
+    v = doc["certificate_validity"]
+    if v["valid_when_signed"] is None:
+        out.warn(
+            f"{args.image}: the signature block records no build time: the certificate's validity "
+            f"({v['not_before']} to {v['not_after']}) was checked against no time"
+        )
+    elif v["expired_on"]:
+        out.warn(
+            f"{args.image}: the certificate was valid when signed ({v['build_time']}); expired on "
+            f"{v['expired_on']}"
+        )
     if trusted is None:
         out.warn(
             f"{args.image}: the signer's certificate is the one in the image, trusted by nothing: the "

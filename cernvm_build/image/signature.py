@@ -137,21 +137,6 @@ class Validity:
     valid_when_signed: bool | None
     expired_on: str | None  # the certificate expired since the signing (a warning)
 
-    def warning(self, image: object) -> str | None:
-        """What ``image verify`` and the launcher warn of: no build time to check the certificate
-        against, or its expiry since the signing (None: neither)."""
-        if self.valid_when_signed is None:
-            return (
-                f"{image}: the signature block records no build time: the certificate's validity "
-                f"({self.not_before} to {self.not_after}) was checked against no time"
-            )
-        if self.expired_on:
-            return (
-                f"{image}: the certificate was valid when signed ({self.build_time}); expired on "
-                f"{self.expired_on}"
-            )
-        return None
-
 
 def validity(t: Trailer, now: dt.datetime | None = None) -> Validity | None:
     """``t``'s certificate against the build time its signed first block records (None: unsigned)."""

@@ -69,8 +69,12 @@ def _verify_signature(
         trusted = signature.load_certificate(cert) if cert else None
         made = signature.verify(path, trusted)
         v = signature.validity(made)
-        if v is not None and (warning := v.warning(path)):
-            warn(warning)
+        if v is not None and v.expired_on:
+            warn(f"{path}: image certificate valid when signed ({v.build_time}); expired on {v.expired_on}")
+        elif v is not None and v.valid_when_signed is None:
+            warn(
+                f"{path}: the image's signature block records no build time: certificate validity not checked"
+            )
         by = made.certificate.fingerprint(hashes.SHA256()).hex() if made.certificate else ""
         if signer_sha256 is not None and by != signer_sha256:
             raise ImageError(
