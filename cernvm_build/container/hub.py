@@ -23,10 +23,10 @@ import logging
 import tempfile
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
+from .. import utcdate
 from ..artifact import Artifact
 from ..cvmfs.keys import KeySet, load_keys
 from ..cvmfs.parts import CopyPart, Part, RemovePart, TarPart
@@ -306,7 +306,7 @@ def _layer_parts(
                 "compressed-diff-digest": layer.digest,
                 "diff-digest": layer.diff_id,
                 "diff-size": layer.size,
-                "created": datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "created": utcdate.text(ts),
             }
         ]
     )

@@ -10,9 +10,9 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
+from .. import utcdate
 from ..errors import BuildError
 from .layer import LayerResult
 
@@ -85,7 +85,7 @@ class ImageSpec:
 
     @property
     def created_iso(self) -> str:
-        return datetime.fromtimestamp(self.created, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return utcdate.text(self.created)
 
     def env_list(self) -> list[str]:
         return [f"{k}={v}" for k, v in self.env.items()]

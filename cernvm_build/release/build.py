@@ -13,7 +13,6 @@ from __future__ import annotations
 import calendar
 import contextlib
 import dataclasses
-import datetime as dt
 import os
 import shutil
 from collections.abc import Mapping, Sequence
@@ -265,7 +264,7 @@ def _build_release(
         signature = f"{sums.NAME}.asc"
     release = idx.ReleaseIndex(
         version=version,
-        date=dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        date=utcdate.text(epoch),
         source_date_epoch=epoch,
         profiles=profiles_rec,
         artifacts=artifacts,
