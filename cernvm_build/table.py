@@ -18,8 +18,11 @@ from __future__ import annotations
 
 import enum
 import re
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import urlsplit, urlunsplit
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 
 class Kind(enum.Enum):
@@ -96,6 +99,10 @@ class Setting(NamedTuple):
     field: str | None = None
     flag: str | None = None  # e.g. "--memory"
     metavar: str | None = None  # for ``--help``
+    #: STR: the rule its pattern cannot say (a date no calendar has) and the value's one spelling:
+    #: raises ``Invalid``, returns the canonical text (``check_text`` refuses by it; the bootloader
+    #: writes what it returns)
+    canonical: Callable[[str], str] | None = None
 
     @property
     def required(self) -> bool:
@@ -174,6 +181,8 @@ def check_text(s: Setting, text: str) -> str:
         raise Invalid(f"unknown value {text!r}{suggest(text, list(s.choices))}", _choose(s))
     if s.pattern and not re.fullmatch(s.pattern, text):
         raise Invalid("must not be empty" if not text else f"invalid value {text!r}", _expected(s))
+    if s.canonical is not None and text:
+        s.canonical(text)
     if s.kind.item is Kind.URL and has_credentials(text):
         raise credentials_refused(text)
     if s.kind.item is Kind.URL and not is_url(text, s.schemes):

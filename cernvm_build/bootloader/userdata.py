@@ -31,9 +31,27 @@ _SUFFIX = r"-([Rr][Mm][Dd]160|[Ss][Hh][Aa][Kk][Ee]128)"
 _REVOKED = rf"([0-9A-Fa-f]{{2}}(:[0-9A-Fa-f]{{2}}){{19}}({_SUFFIX})?|<{_FQRN} [0-9]{{1,18}})"
 _PROXY = rf"(DIRECT|auto|https?://[A-Za-z0-9._-]+(:{_PORT})?(/[A-Za-z0-9._/-]*)?|[A-Za-z0-9._-]+:{_PORT})"
 
+
 #: The keys the bootloader honours (the real μCernVM's names), in the one settings type
 #: (``cernvm_build.table``). The profile's ``context`` and cernvm-launch's ``--cvmfs-server``,
 #: ``--snapshot`` and ``--date`` (``flag``) are checked against this same table.
+def snapshot_date(text: str) -> str:
+    """``cvmfs_date`` in the one form the mount's ``--date`` reads (``YYYY-MM-DDTHH:MM:SSZ``): the
+    key's shorter spellings (``2021-01-15``, ``2021-01-15 10:30``) were passed on as written and
+    every such boot panicked; a date no calendar has (``2021-99-99``) is refused here, so it is
+    reported and ignored like any other bad value."""
+    import datetime as dt  # only for this key: the init's other parses stay without it
+
+    day, _, clock = text.rstrip("Z").replace(" ", "T").partition("T")
+    year, month, mday = (int(p) for p in day.split("-"))
+    hour, minute, second = ([int(p) for p in clock.split(":")] + [0, 0, 0])[:3] if clock else (0, 0, 0)
+    try:
+        when = dt.datetime(year, month, mday, hour, minute, second)
+    except ValueError:  # the message is the context builder's too (site context.js): no Python text
+        raise Invalid(f"{text!r} is not a date", "e.g. 2021-01-15 or 2021-01-15T10:30:00 (UTC)") from None
+    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 SETTINGS: tuple[Setting, ...] = (
     Setting(
         "resize_rootfs",
@@ -112,6 +130,7 @@ SETTINGS: tuple[Setting, ...] = (
         pattern=r"[0-9]{4}-[0-9]{2}-[0-9]{2}([T ][0-9]{2}:[0-9]{2}(:[0-9]{2})?Z?)?",
         pattern_help="YYYY-MM-DD[THH:MM[:SS]] (UTC)",
         example="2021-01-15",
+        canonical=snapshot_date,
         field="date",
         flag="--date",
         metavar="YYYY-MM-DD",
@@ -177,24 +196,7 @@ def check(key: str, value: str) -> str:
             f"unknown key{suggest(key, list(SPEC))}", f"keys the bootloader honours: {', '.join(SPEC)}"
         )
     text = table.render(spec, table.from_text(spec, value))
-    return snapshot_date(text) if key == "cvmfs_date" and text else text
-
-
-def snapshot_date(text: str) -> str:
-    """``cvmfs_date`` in the one form the mount's ``--date`` reads (``YYYY-MM-DDTHH:MM:SSZ``): the
-    key's shorter spellings (``2021-01-15``, ``2021-01-15 10:30``) were passed on as written and
-    every such boot panicked; a date no calendar has (``2021-99-99``) is refused here, so it is
-    reported and ignored like any other bad value."""
-    import datetime as dt  # only for this key: the init's other parses stay without it
-
-    day, _, clock = text.rstrip("Z").replace(" ", "T").partition("T")
-    year, month, mday = (int(p) for p in day.split("-"))
-    hour, minute, second = ([int(p) for p in clock.split(":")] + [0, 0, 0])[:3] if clock else (0, 0, 0)
-    try:
-        when = dt.datetime(year, month, mday, hour, minute, second)
-    except ValueError:  # the message is the context builder's too (site context.js): no Python text
-        raise Invalid(f"{text!r} is not a date", "e.g. 2021-01-15 or 2021-01-15T10:30:00 (UTC)") from None
-    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return spec.canonical(text) if spec.canonical is not None and text else text
 
 
 class Parsed:

@@ -26,7 +26,6 @@ from ..launch import config
 from ..launch.bootwatch import plain, shown
 from ..launch.names import validate_name
 from ..report import scoped
-from ..table import Invalid
 from ..termtext import visible
 from . import flags, launch_context, launch_images
 from .app import EXIT_CODES_EPILOG, ArgumentParser, HelpFormatter, Output, run, whole_number
@@ -75,16 +74,8 @@ def cmd_create(args: argparse.Namespace, out: Output) -> int:
     s = settings_of(args, *CREATE_FLAGS)
     # the user-data keys given as flags, checked by the bootloader's table (it would ignore bad ones)
     given = flags.given(args, userdata.SETTINGS)
+    # (a --date no calendar has is refused here too: the setting's own rule, table.Setting.canonical)
     block = config.from_flags(given)
-    for setting, text in given:
-        # and as the guest's init reads them (userdata.check): a --date no calendar has (2011-02-30,
-        # a leap second 23:59:60, T24:00) passed the table's pattern, went into the context, and the
-        # init reported and ignored it: the VM booted the newest snapshot, labelled with the date
-        if isinstance(text, str):
-            try:
-                userdata.check(setting.key, text)
-            except Invalid as e:
-                raise UsageError(e.message, where=setting.flag, hint=e.hint) from None
     host = host_of(args, s)
     name = s.name
     if not name:
