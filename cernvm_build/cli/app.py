@@ -6,8 +6,10 @@ Handlers have the signature ``handler(args, out) -> int`` and never print direct
 from __future__ import annotations
 
 import argparse
+import codecs
 import contextlib
 import errno
+import io
 import json
 import os
 import signal
@@ -526,6 +528,43 @@ def stopped_line(what: str, command: str) -> str:
 _json_asked = False
 #: the command line being parsed, for a usage error's usage line and hint (``_command_of``)
 _argv_parsed: Sequence[str] = ()
+
+
+def standard_streams() -> None:
+    """Make the process's standard streams usable, whatever it was started with (the entry points).
+
+    A standard descriptor closed at the start (``<&-``, ``>&-``) left ``sys.stdin``/``sys.stdout``
+    None (``profiles schema >&-``, ``cvmfs publish REPO - <&-``: AttributeError tracebacks), and the
+    next file the command opened would take the descriptor, which the tools it runs inherit as their
+    output. Each is ``/dev/null`` now: stdin reads nothing, output goes nowhere (as rich's already
+    did). A locale whose encoding is not UTF-8 (``LC_ALL=en_US.ISO-8859-1``) made stdout fail at the
+    first 'μ' of ``--help`` (a UnicodeEncodeError traceback): a character it cannot encode is written
+    as an escape (``\\u03bc``), as stderr's are; in a JSON document that is the same character."""
+    for fd, name, flags in (
+        (0, "stdin", os.O_RDONLY),
+        (1, "stdout", os.O_WRONLY),
+        (2, "stderr", os.O_WRONLY),
+    ):
+        if getattr(sys, name) is not None:
+            continue
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, flags)  # the lowest free descriptor: ``fd`` (done in order)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+        raw = io.FileIO(fd, "r" if fd == 0 else "w", closefd=False)
+        raw.name = f"<{name}>"  # type: ignore[misc]  # as Python names its own (messages name it)
+        buffered = io.BufferedReader(raw) if fd == 0 else io.BufferedWriter(raw)
+        setattr(sys, name, io.TextIOWrapper(buffered, errors="backslashreplace", line_buffering=fd == 2))
+    stdout = sys.stdout
+    if (
+        isinstance(stdout, io.TextIOWrapper)
+        and stdout.errors == "strict"
+        and codecs.lookup(stdout.encoding).name != "utf-8"
+    ):
+        stdout.reconfigure(errors="backslashreplace")
 
 
 def asks_json(argv: Sequence[str]) -> bool:

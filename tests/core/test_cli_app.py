@@ -158,6 +158,64 @@ def test_json_mode_onto_a_full_stdout_is_one_line(tmp_path: Path) -> None:
     assert done.stderr.startswith("error: No space left on device\n")
 
 
+def _entry_point(*words: str, close: tuple[int, ...] = (), **env: str) -> subprocess.CompletedProcess[str]:
+    """``cernvm-build WORDS`` as its own process, started with the descriptors ``close`` closed."""
+
+    def closed() -> None:
+        for fd in close:
+            os.close(fd)
+
+    return subprocess.run(
+        [sys.executable, "-P", "-m", "cernvm_build.cli.main", *words],
+        stdin=subprocess.DEVNULL if 0 not in close else None,
+        stdout=subprocess.PIPE if 1 not in close else None,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]), **env},
+        preexec_fn=closed,
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize("words", [("profiles", "schema"), ("profiles", "list", "--json")])
+def test_a_closed_stdout_is_no_traceback(words: tuple[str, ...]) -> None:
+    # `cernvm-build profiles schema >&-`: Python leaves sys.stdout None, and the command's write was an
+    # AttributeError traceback (pr28b finding 1); the closed descriptor is /dev/null now
+    done = _entry_point(*words, close=(1,))
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+
+
+def test_a_closed_stdin_reads_as_empty(tmp_path: Path) -> None:
+    # `cvmfs publish REPO - <&-` was an AttributeError traceback (sys.stdin None); now stdin is empty,
+    # and the descriptor the next open file would have taken is not free (pr28b finding 1)
+    probe = (
+        "import os, sys\n"
+        "from cernvm_build.cli.app import standard_streams\n"
+        "standard_streams()\n"
+        "print(repr(sys.stdin.read()), sys.stdin.name, os.open(os.devnull, os.O_RDONLY) > 2)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-P", "-c", probe],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+        preexec_fn=lambda: os.close(0),
+        timeout=60,
+    )
+    assert done.stdout == "'' <stdin> True\n", done.stderr
+
+
+def test_help_under_a_locale_that_is_not_utf8_is_no_traceback() -> None:
+    # LC_ALL=en_US.ISO-8859-1 (here: its stdout encoding, without the locale): the 'μ' of μCernVM was a
+    # UnicodeEncodeError traceback in `--help`, `profiles schema`, `cvmfs ls` (pr28b finding 2)
+    done = _entry_point("--help", PYTHONIOENCODING="latin-1")
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    assert "\\u03bcCernVM boot images" in done.stdout
+    schema = _entry_point("profiles", "schema", PYTHONIOENCODING="latin-1")
+    assert schema.returncode == 0, schema.stderr
+    assert "\u03bcCernVM" in json.loads(schema.stdout)["properties"]["bootloader"]["description"]
+
+
 def test_an_unknown_flag_of_a_subcommand_names_the_subcommand(capsys: pytest.CaptureFixture[str]) -> None:
     # argparse reports it from the top parser: its usage and "see 'cernvm-build --help'" (pr24b finding 13)
     with pytest.raises(SystemExit) as e:
