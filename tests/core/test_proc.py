@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from cernvm_build import proc
 from cernvm_build.errors import ToolError
 from cernvm_build.proc import streamed
 
@@ -34,3 +37,17 @@ def test_streamed_names_a_missing_tool() -> None:
     missing = pytest.raises(ToolError, match="required tool 'no-such-tool-x' is not installed")
     with missing, streamed(["no-such-tool-x"]):
         pass
+
+
+def test_a_tool_found_outside_path_runs_with_the_system_folders(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # $PATH without /usr/bin: `which` found syslinux in /usr/bin, and syslinux, which runs mtools by
+    # $PATH, failed "failed to create ldlinux.sys" (pr28b finding 4); the child's $PATH now ends
+    # with the folders `which` looked in
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert proc.run(["sh", "-c", "command -v ls"]).stdout.strip() in (b"/usr/bin/ls", b"/bin/ls")
+    done = proc.run(["sh", "-c", 'echo "$PATH"'], env={"PATH": "/x"}).stdout.decode().strip()
+    assert done.split(":")[0] == "/x" and "/usr/bin" in done.split(":")
+    with proc.streamed(["sh", "-c", "command -v ls"]) as s:
+        assert s.stdout.read().strip() in (b"/usr/bin/ls", b"/bin/ls")
