@@ -41,6 +41,26 @@ TOOL_PACKAGES: dict[str, str] = {
     "mkfs.ext4": "e2fsprogs",
     "hugo": "hugo",
     "chromium": "chromium",
+    # a tool whose package has another name was "apt-get install <tool>": no such package (pr28b 5)
+    "apt-get": "apt",
+    "apt-cache": "apt",
+    "dpkg-query": "dpkg",
+    "ldd": "libc-bin",
+    "busybox": "busybox-static",  # the initrd needs the static one
+    "mke2fs": "e2fsprogs",
+    "e2fsck": "e2fsprogs",
+    "resize2fs": "e2fsprogs",
+    "debugfs": "e2fsprogs",
+    "fusermount3": "fuse3",
+    "rpm": "rpm",
+    "rpmkeys": "rpm",
+    "virsh": "libvirt-clients",
+    "ssh": "openssh-client",
+    "scp": "openssh-client",
+    "openssl": "openssl",
+    "gpgconf": "gpgconf",
+    "git": "git",
+    "cp": "coreutils",
 }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import pytest
@@ -51,3 +52,29 @@ def test_a_tool_found_outside_path_runs_with_the_system_folders(
     assert done.split(":")[0] == "/x" and "/usr/bin" in done.split(":")
     with proc.streamed(["sh", "-c", "command -v ls"]) as s:
         assert s.stdout.read().strip() in (b"/usr/bin/ls", b"/bin/ls")
+
+
+def test_every_tool_the_code_runs_names_its_debian_package() -> None:
+    # `which` hints "apt-get install <package>"; a tool missing from TOOL_PACKAGES hinted its own name:
+    # "apt-get install mke2fs", "… busybox" (the initrd needs busybox-static), "… virsh", "… ldd",
+    # none of them the package to install (pr28b finding 5)
+    import re
+
+    from cernvm_build.image.build import TOOLS, check_tools
+
+    src = Path(proc.__file__).parent
+    named = set()
+    for path in src.rglob("*.py"):
+        text = path.read_text()
+        named.update(re.findall(r'\b(?:run|streamed|which)\(\s*\[?\s*"([a-z0-9_.+-]+)"', text))
+    named.update(t for tools in TOOLS.values() for t in tools)
+    named.update(re.findall(r'"([a-z0-9_.+-]+)"', inspect.getsource(check_tools)))
+    named -= {
+        "ceph",
+        "ceph-authtool",
+        "ceph-mon",
+        "ceph-osd",
+        "monmaptool",
+        "radosgw-admin",
+    }  # localrgw's own
+    assert sorted(named - set(proc.TOOL_PACKAGES)) == []
