@@ -44,3 +44,19 @@ def test_a_repository_and_its_replica_published_under_umask_077_are_readable_by_
         wrong = {p: oct(m) for p, m in modes.items() if m != (0o755 if (root / p).is_dir() else 0o644)}
         assert wrong == {}, root
     assert (keys / "demo.cernvm.test.masterkey").stat().st_mode & 0o777 == 0o600
+
+
+def test_the_keys_folder_and_the_repository_made_under_umask_000_are_not_writable_by_others(
+    tmp_path: Path,
+) -> None:
+    # keygen's --out folder was 0777 under umask 000: anyone could replace the 0600 master key in it
+    old = os.umask(0)
+    try:
+        keys, srv = tmp_path / "keys", tmp_path / "srv"
+        assert main(["cvmfs", "keygen", "demo.cernvm.test", "--out", str(keys)]) == 0
+        assert main(["cvmfs", "create", str(srv), "--fqrn", "demo.cernvm.test", "--keys", str(keys)]) == 0
+    finally:
+        os.umask(old)
+    assert keys.stat().st_mode & 0o777 == 0o755
+    assert srv.stat().st_mode & 0o777 == 0o755
+    assert (keys / "demo.cernvm.test.masterkey").stat().st_mode & 0o777 == 0o600
