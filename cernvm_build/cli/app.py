@@ -168,6 +168,15 @@ EXIT_CODES_EPILOG = "exit codes:\n" + "\n".join(f"  {code:<4} {text}" for code, 
 _PIPE_WIDTH = 100_000
 
 
+def _wide_enough(console: Console) -> Console:
+    """``console`` with a width of at least one column: rich takes ``$COLUMNS=0`` as a width of 0 and
+    then writes nothing at all, so ``COLUMNS=0 cernvm-build profiles show nosuch`` exited 3 without
+    its error line (shells and argparse read 0 as "unknown"); then 80, rich's own default."""
+    if console.width < 1:
+        console.width = 80
+    return console
+
+
 class Output:
     """Human output on stderr/stdout with rich, or one JSON document on stdout with ``--json``.
 
@@ -186,7 +195,7 @@ class Output:
         from rich.console import Console
 
         # emoji off: data such as a fingerprint ("03:AB:07") or a path (":smile:") is never a shortcode
-        console = Console(highlight=False, soft_wrap=True, emoji=False)
+        console = _wide_enough(Console(highlight=False, soft_wrap=True, emoji=False))
         if not console.is_terminal:
             # into a pipe or file, a table's cells whole (a root hash cut to 'c5ab55a8…' is of no use
             # to a script); a terminal's width shapes tables only where someone reads them
@@ -197,7 +206,7 @@ class Output:
     def err(self) -> Console:
         from rich.console import Console
 
-        return Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
+        return _wide_enough(Console(stderr=True, highlight=False, soft_wrap=True, emoji=False))
 
     # -- results -------------------------------------------------------------------------------
     # ``--quiet`` is "only errors": a result shown for people (a line, a table, a rendered result) is

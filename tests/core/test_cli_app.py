@@ -487,3 +487,14 @@ def test_the_control_character_patterns_are_compiled_where_a_text_is_shown() -> 
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.split("\n")[:2] == ["0", r"'a\\x1b\\u202eb\n' 'a\\x09b\\x0a'"]
+
+
+def test_columns_0_keeps_the_error_line(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # rich took $COLUMNS=0 as a width of 0 and wrote nothing: the command exited 3 in silence (pr28b 8)
+    monkeypatch.setenv("COLUMNS", "0")
+    assert main(["profiles", "show", "nosuch"]) == 3
+    assert "error: no profile 'nosuch'" in capsys.readouterr().err
+    assert main(["profiles", "list"]) == 0
+    assert "el9" in capsys.readouterr().out
