@@ -706,6 +706,14 @@ _ENVIRONMENT_ERRNOS = {
 
 
 def _environment_error(e: OSError) -> CernVMError | None:
+    if e.errno == errno.ENOENT and e.filename is None and _working_folder_gone():
+        # os.getcwd() of a folder removed under the command (``os.path.abspath``, ``Path.resolve``, a
+        # relative name shown relative to it): a FileNotFoundError traceback naming no file
+        return CernVMError(
+            "the current folder no longer exists",
+            where=os.environ.get("PWD") or None,
+            hint="cd to a folder that exists and run the command again",
+        )
     if isinstance(e.filename, (str, bytes, os.PathLike)):
         from ..paths import variable_behind  # only on this error path
 
@@ -731,6 +739,14 @@ def _environment_error(e: OSError) -> CernVMError | None:
     if not isinstance(e.filename, (str, bytes, os.PathLike)):
         return None  # a descriptor (os.listdir(fd)): the code's own business, and fsdecode's TypeError
     return CernVMError(strerror, where=os.fsdecode(e.filename), hint=hint)
+
+
+def _working_folder_gone() -> bool:
+    try:
+        os.getcwd()
+    except FileNotFoundError:
+        return True
+    return False
 
 
 class _DefaultSubcommand(argparse._SubParsersAction):  # type: ignore[type-arg]

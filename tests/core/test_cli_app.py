@@ -498,3 +498,24 @@ def test_columns_0_keeps_the_error_line(
     assert "error: no profile 'nosuch'" in capsys.readouterr().err
     assert main(["profiles", "list"]) == 0
     assert "el9" in capsys.readouterr().out
+
+
+def test_a_working_folder_removed_under_the_command_is_one_line(tmp_path: Path) -> None:
+    # `profiles show el9`, `cvmfs export REPO x.tar` in a removed folder: os.getcwd()'s
+    # FileNotFoundError, a traceback naming no file (pr28b finding 9)
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    probe = (
+        "import os, sys, runpy; os.rmdir(os.getcwd()); sys.argv[1:] = ['profiles', 'show', 'el9']; "
+        "runpy.run_module('cernvm_build.cli.main', run_name='__main__')"
+    )
+    done = subprocess.run(
+        [sys.executable, "-P", "-c", probe],
+        cwd=gone,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]), "PWD": str(gone)},
+        timeout=120,
+    )
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.startswith(f"error: {gone}: the current folder no longer exists\n")
