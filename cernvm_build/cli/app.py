@@ -282,18 +282,22 @@ class Output:
             visible(str(err), one_line=True), err.message, where, err.hint, err.exit_code, err.json_details()
         )
         # The message and hint are the user's data (paths, URLs, `pip install 'x[extra]'`): never markup.
-        self.err.print(
-            f"[bold red]error:[/bold red] {_escape(visible(str(err), one_line=True))}",
-            markup=True,
-            highlight=False,
-        )
-        if err.hint:
-            self.err.print(f"[cyan]hint:[/cyan] {_escape(visible(err.hint, one_line=True))}")
+        # A stderr that takes no writes (2>/dev/full) leaves the exit code to say it: the failed write
+        # was an OSError out of run(), an unseen traceback and exit 1 for every error (pr28b 10)
+        with contextlib.suppress(OSError):
+            self.err.print(
+                f"[bold red]error:[/bold red] {_escape(visible(str(err), one_line=True))}",
+                markup=True,
+                highlight=False,
+            )
+            if err.hint:
+                self.err.print(f"[cyan]hint:[/cyan] {_escape(visible(err.hint, one_line=True))}")
 
     def stopped(self, line: str, code: int) -> None:
         """A command ended by Ctrl-C or SIGTERM: ``line`` on stderr (and as --json's document)."""
         self._error_document(line, line, None, None, code)
-        self.err.print(line)
+        with contextlib.suppress(OSError):  # as error's
+            self.err.print(line)
 
     def _error_document(
         self,
