@@ -168,6 +168,15 @@ EXIT_CODES_EPILOG = "exit codes:\n" + "\n".join(f"  {code:<4} {text}" for code, 
 _PIPE_WIDTH = 100_000
 
 
+def _reader_left() -> None:
+    """stdout's reader left (``| head -1``) while rich wrote: as ``run()`` ends any broken pipe, exit 0.
+    rich's own handler raised SystemExit(1), so a table cut short exited 1 and a --json one 0."""
+    null = os.open(os.devnull, os.O_WRONLY)  # the interpreter's last flush of stdout goes nowhere
+    os.dup2(null, sys.stdout.fileno())
+    os.close(null)
+    raise BrokenPipeError(errno.EPIPE, os.strerror(errno.EPIPE))
+
+
 def _wide_enough(console: Console) -> Console:
     """``console`` with a width of at least one column: rich takes ``$COLUMNS=0`` as a width of 0 and
     then writes nothing at all, so ``COLUMNS=0 cernvm-build profiles show nosuch`` exited 3 without
@@ -200,6 +209,7 @@ class Output:
             # into a pipe or file, a table's cells whole (a root hash cut to 'c5ab55a8…' is of no use
             # to a script); a terminal's width shapes tables only where someone reads them
             console.width = _PIPE_WIDTH
+        console.on_broken_pipe = _reader_left  # type: ignore[method-assign]
         return console
 
     @cached_property

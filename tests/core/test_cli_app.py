@@ -538,3 +538,22 @@ def test_an_error_onto_a_full_stderr_keeps_its_exit_code(json_mode: bool) -> Non
     assert done.returncode == 3
     if json_mode:
         assert json.loads(done.stdout)["exit_code"] == 3
+
+
+@pytest.mark.parametrize("words", [("profiles", "list"), ("profiles", "list", "--json")])
+def test_a_reader_that_left_ends_a_rich_table_as_a_json_document(words: tuple[str, ...]) -> None:
+    # `profiles list | head -1`: rich's broken-pipe handler exited 1, the --json path 0 (pr28b 13)
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-P", "-m", "cernvm_build.cli.main", *words],
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+            timeout=120,
+        )
+    finally:
+        os.close(write)
+    assert (done.returncode, done.stderr) == (0, "")
