@@ -701,6 +701,21 @@ def process_umask() -> int:
     return 0o077  # unknown: assume the strictest, so the mode is set explicitly
 
 
+def hides_from_others() -> bool:
+    """The umask takes read or search from the group or others (``umask 077``): what a web server
+    serves (a repository, a replica) must then be given its mode explicitly."""
+    return bool(process_umask() & 0o055)
+
+
+def served_folders(*folders: str | os.PathLike[str]) -> None:
+    """``folders`` 0755 under a umask that ``hides_from_others``: a repository's and a replica's
+    folders are read by the web server's user (``cvmfs nginx-config``); under ``umask 077`` they
+    were 0700 (every object a 403), while the manifest beside them was 0644."""
+    if hides_from_others():
+        for folder in folders:
+            os.chmod(folder, 0o755)
+
+
 def write_all(fd: int, block: bytes) -> None:
     """All of ``block`` to the raw descriptor ``fd`` (``os.write`` may write less)."""
     view = memoryview(block)

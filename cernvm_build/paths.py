@@ -54,7 +54,29 @@ def _xdg(variable: str, default: str, name: str) -> tuple[str, Path]:
         return variable, Path(xdg) / name
     # the XDG base directory spec: a relative one is invalid and ignored (a relative $XDG_CACHE_HOME
     # was used, and the cache landed in ./rel/cernvm-build of whatever folder the command ran in)
-    return "HOME", Path.home() / default / name
+    return "HOME", home() / default / name
+
+
+def home() -> Path:
+    """The user's home folder: ``$HOME`` when it is an absolute path, else the password database's.
+
+    ``Path.home()`` takes any ``$HOME``: an empty one (``env HOME= ...``) put the cache in
+    ``/.cache`` and a relative one in ``./rel/.cache`` of whatever folder the command ran in."""
+    value = os.environ.get("HOME", "")
+    if os.path.isabs(value):
+        return Path(value)
+    import pwd
+
+    try:
+        return Path(pwd.getpwuid(os.getuid()).pw_dir)
+    except KeyError:
+        from .errors import UsageError
+
+        raise UsageError(
+            f"no home folder: $HOME {value[:200]!r} is not an absolute path and user {os.getuid()} has no"
+            " entry in the password database",
+            hint="set $HOME to the full path of your home folder (or $XDG_CACHE_HOME and $XDG_DATA_HOME)",
+        ) from None
 
 
 def cache_dir(*parts: str) -> Path:

@@ -41,6 +41,26 @@ TOOL_PACKAGES: dict[str, str] = {
     "mkfs.ext4": "e2fsprogs",
     "hugo": "hugo",
     "chromium": "chromium",
+    # a tool whose package has another name was "apt-get install <tool>": no such package (pr28b 5)
+    "apt-get": "apt",
+    "apt-cache": "apt",
+    "dpkg-query": "dpkg",
+    "ldd": "libc-bin",
+    "busybox": "busybox-static",  # the initrd needs the static one
+    "mke2fs": "e2fsprogs",
+    "e2fsck": "e2fsprogs",
+    "resize2fs": "e2fsprogs",
+    "debugfs": "e2fsprogs",
+    "fusermount3": "fuse3",
+    "rpm": "rpm",
+    "rpmkeys": "rpm",
+    "virsh": "libvirt-clients",
+    "ssh": "openssh-client",
+    "scp": "openssh-client",
+    "openssl": "openssl",
+    "gpgconf": "gpgconf",
+    "git": "git",
+    "cp": "coreutils",
 }
 
 
@@ -52,9 +72,14 @@ def qemu_file(path: str | os.PathLike[str]) -> str:
     return os.path.abspath(path)
 
 
+#: where a tool is also looked for when $PATH does not find it (a user's $PATH often lacks the sbin
+#: folders: mkfs.ext4); the tool then runs with them after its $PATH, for the tools it runs itself
+SYSTEM_PATH = ("/usr/sbin", "/sbin", "/usr/bin", "/bin")
+
+
 def which(tool: str) -> str:
     """The absolute path of ``tool``, or a ToolError that names the Debian package to install."""
-    found = shutil.which(tool) or shutil.which(tool, path="/usr/sbin:/sbin:/usr/bin:/bin")
+    found = shutil.which(tool) or shutil.which(tool, path=os.pathsep.join(SYSTEM_PATH))
     if not found:
         pkg = TOOL_PACKAGES.get(tool, tool)
         raise ToolError(
@@ -62,6 +87,20 @@ def which(tool: str) -> str:
             hint=f"install it with 'apt-get install {pkg}' (or run 'make deps')",
         )
     return found
+
+
+def _child_env(env: Mapping[str, str] | None) -> dict[str, str] | None:
+    """The environment of a tool run (None: this process's), whose $PATH ends with ``SYSTEM_PATH``:
+    ``which`` may have found the tool there only, and a tool runs others by $PATH (syslinux runs
+    mtools): with $PATH=/usr/local/bin it found syslinux in /usr/bin, which then failed "failed to
+    create ldlinux.sys", naming neither mtools nor $PATH."""
+    path = (env or {}).get("PATH", os.environ.get("PATH", ""))
+    missing = [d for d in SYSTEM_PATH if d not in path.split(os.pathsep)]
+    if env is None and not missing:
+        return None
+    full = {**os.environ, **(env or {})}
+    full["PATH"] = os.pathsep.join([p for p in (path,) if p] + missing)
+    return full
 
 
 def run(
@@ -80,10 +119,7 @@ def run(
     ``pass_fds`` stay open in the child (e.g. a pipe it reads a secret from as ``/dev/fd/N``)."""
     argv = [os.fspath(c) for c in cmd]
     argv[0] = which(argv[0]) if os.sep not in argv[0] else argv[0]
-    full_env = None
-    if env is not None:
-        full_env = dict(os.environ)
-        full_env.update(env)
+    full_env = _child_env(env)
     log.debug("run: %s", shlex.join(argv))
     try:
         proc = subprocess.run(
@@ -133,7 +169,7 @@ def streamed(cmd: Sequence[str | os.PathLike[str]]) -> Iterator[Streamed]:
     argv[0] = which(argv[0]) if os.sep not in argv[0] else argv[0]
     log.debug("run: %s", shlex.join(argv))
     with tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err)
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err, env=_child_env(None))
         assert proc.stdout is not None
         s = Streamed(proc, proc.stdout)
         try:

@@ -6,8 +6,10 @@ Handlers have the signature ``handler(args, out) -> int`` and never print direct
 from __future__ import annotations
 
 import argparse
+import codecs
 import contextlib
 import errno
+import io
 import json
 import os
 import signal
@@ -166,6 +168,24 @@ EXIT_CODES_EPILOG = "exit codes:\n" + "\n".join(f"  {code:<4} {text}" for code, 
 _PIPE_WIDTH = 100_000
 
 
+def _reader_left() -> None:
+    """stdout's reader left (``| head -1``) while rich wrote: as ``run()`` ends any broken pipe, exit 0.
+    rich's own handler raised SystemExit(1), so a table cut short exited 1 and a --json one 0."""
+    null = os.open(os.devnull, os.O_WRONLY)  # the interpreter's last flush of stdout goes nowhere
+    os.dup2(null, sys.stdout.fileno())
+    os.close(null)
+    raise BrokenPipeError(errno.EPIPE, os.strerror(errno.EPIPE))
+
+
+def _wide_enough(console: Console) -> Console:
+    """``console`` with a width of at least one column: rich takes ``$COLUMNS=0`` as a width of 0 and
+    then writes nothing at all, so ``COLUMNS=0 cernvm-build profiles show nosuch`` exited 3 without
+    its error line (shells and argparse read 0 as "unknown"); then 80, rich's own default."""
+    if console.width < 1:
+        console.width = 80
+    return console
+
+
 class Output:
     """Human output on stderr/stdout with rich, or one JSON document on stdout with ``--json``.
 
@@ -184,18 +204,19 @@ class Output:
         from rich.console import Console
 
         # emoji off: data such as a fingerprint ("03:AB:07") or a path (":smile:") is never a shortcode
-        console = Console(highlight=False, soft_wrap=True, emoji=False)
+        console = _wide_enough(Console(highlight=False, soft_wrap=True, emoji=False))
         if not console.is_terminal:
             # into a pipe or file, a table's cells whole (a root hash cut to 'c5ab55a8…' is of no use
             # to a script); a terminal's width shapes tables only where someone reads them
             console.width = _PIPE_WIDTH
+        console.on_broken_pipe = _reader_left  # type: ignore[method-assign]
         return console
 
     @cached_property
     def err(self) -> Console:
         from rich.console import Console
 
-        return Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
+        return _wide_enough(Console(stderr=True, highlight=False, soft_wrap=True, emoji=False))
 
     # -- results -------------------------------------------------------------------------------
     # ``--quiet`` is "only errors": a result shown for people (a line, a table, a rendered result) is
@@ -271,18 +292,22 @@ class Output:
             visible(str(err), one_line=True), err.message, where, err.hint, err.exit_code, err.json_details()
         )
         # The message and hint are the user's data (paths, URLs, `pip install 'x[extra]'`): never markup.
-        self.err.print(
-            f"[bold red]error:[/bold red] {_escape(visible(str(err), one_line=True))}",
-            markup=True,
-            highlight=False,
-        )
-        if err.hint:
-            self.err.print(f"[cyan]hint:[/cyan] {_escape(visible(err.hint, one_line=True))}")
+        # A stderr that takes no writes (2>/dev/full) leaves the exit code to say it: the failed write
+        # was an OSError out of run(), an unseen traceback and exit 1 for every error (pr28b 10)
+        with contextlib.suppress(OSError):
+            self.err.print(
+                f"[bold red]error:[/bold red] {_escape(visible(str(err), one_line=True))}",
+                markup=True,
+                highlight=False,
+            )
+            if err.hint:
+                self.err.print(f"[cyan]hint:[/cyan] {_escape(visible(err.hint, one_line=True))}")
 
     def stopped(self, line: str, code: int) -> None:
         """A command ended by Ctrl-C or SIGTERM: ``line`` on stderr (and as --json's document)."""
         self._error_document(line, line, None, None, code)
-        self.err.print(line)
+        with contextlib.suppress(OSError):  # as error's
+            self.err.print(line)
 
     def _error_document(
         self,
@@ -528,6 +553,43 @@ _json_asked = False
 _argv_parsed: Sequence[str] = ()
 
 
+def standard_streams() -> None:
+    """Make the process's standard streams usable, whatever it was started with (the entry points).
+
+    A standard descriptor closed at the start (``<&-``, ``>&-``) left ``sys.stdin``/``sys.stdout``
+    None (``profiles schema >&-``, ``cvmfs publish REPO - <&-``: AttributeError tracebacks), and the
+    next file the command opened would take the descriptor, which the tools it runs inherit as their
+    output. Each is ``/dev/null`` now: stdin reads nothing, output goes nowhere (as rich's already
+    did). A locale whose encoding is not UTF-8 (``LC_ALL=en_US.ISO-8859-1``) made stdout fail at the
+    first 'μ' of ``--help`` (a UnicodeEncodeError traceback): a character it cannot encode is written
+    as an escape (``\\u03bc``), as stderr's are; in a JSON document that is the same character."""
+    for fd, name, flags in (
+        (0, "stdin", os.O_RDONLY),
+        (1, "stdout", os.O_WRONLY),
+        (2, "stderr", os.O_WRONLY),
+    ):
+        if getattr(sys, name) is not None:
+            continue
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, flags)  # the lowest free descriptor: ``fd`` (done in order)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+        raw = io.FileIO(fd, "r" if fd == 0 else "w", closefd=False)
+        raw.name = f"<{name}>"  # type: ignore[misc]  # as Python names its own (messages name it)
+        buffered = io.BufferedReader(raw) if fd == 0 else io.BufferedWriter(raw)
+        setattr(sys, name, io.TextIOWrapper(buffered, errors="backslashreplace", line_buffering=fd == 2))
+    stdout = sys.stdout
+    if (
+        isinstance(stdout, io.TextIOWrapper)
+        and stdout.errors == "strict"
+        and codecs.lookup(stdout.encoding).name != "utf-8"
+    ):
+        stdout.reconfigure(errors="backslashreplace")
+
+
 def asks_json(argv: Sequence[str]) -> bool:
     """Whether ``--json`` is among ``argv``'s options (before a ``--``)."""
     for word in argv:
@@ -658,6 +720,14 @@ _ENVIRONMENT_ERRNOS = {
 
 
 def _environment_error(e: OSError) -> CernVMError | None:
+    if e.errno == errno.ENOENT and e.filename is None and _working_folder_gone():
+        # os.getcwd() of a folder removed under the command (``os.path.abspath``, ``Path.resolve``, a
+        # relative name shown relative to it): a FileNotFoundError traceback naming no file
+        return CernVMError(
+            "the current folder no longer exists",
+            where=os.environ.get("PWD") or None,
+            hint="cd to a folder that exists and run the command again",
+        )
     if isinstance(e.filename, (str, bytes, os.PathLike)):
         from ..paths import variable_behind  # only on this error path
 
@@ -683,6 +753,14 @@ def _environment_error(e: OSError) -> CernVMError | None:
     if not isinstance(e.filename, (str, bytes, os.PathLike)):
         return None  # a descriptor (os.listdir(fd)): the code's own business, and fsdecode's TypeError
     return CernVMError(strerror, where=os.fsdecode(e.filename), hint=hint)
+
+
+def _working_folder_gone() -> bool:
+    try:
+        os.getcwd()
+    except FileNotFoundError:
+        return True
+    return False
 
 
 class _DefaultSubcommand(argparse._SubParsersAction):  # type: ignore[type-arg]

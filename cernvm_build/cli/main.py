@@ -10,7 +10,7 @@ from typing import Any
 
 from .. import __version__
 from . import areas, extras
-from .app import EXIT_CODES_EPILOG, ArgumentParser, HelpFormatter, Output, asks_json, run
+from .app import EXIT_CODES_EPILOG, ArgumentParser, HelpFormatter, Output, asks_json, run, standard_streams
 
 #: Command areas, in the order ``--help`` lists them. Each is ``cernvm_build.cli.<name>``.
 AREAS = list(areas.HELP)
@@ -111,6 +111,8 @@ def _register_missing(sub: argparse._SubParsersAction[ArgumentParser], area: str
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if argv is None:
+        standard_streams()
     words = sys.argv[1:] if argv is None else argv
     # argv None: the process's own command line (the entry point), which a command may end at once
     return run(build_parser(words), words, own_process=argv is None)
@@ -118,6 +120,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def launch_main(argv: Sequence[str] | None = None) -> int:
     """``cernvm-launch``: the whole command needs the 'launch' extra (libvirt-python, paramiko)."""
+    if argv is None:
+        standard_streams()
     words = sys.argv[1:] if argv is None else list(argv)
     if extras.missing_module("launch"):
         if words in (["--version"], ["-v"]):  # what is installed is worth knowing before installing more

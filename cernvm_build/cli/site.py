@@ -93,8 +93,24 @@ def _import_builder() -> tuple[Any, Any]:
     return Builder, GENERATORS
 
 
+def _utf8(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _builder(args: argparse.Namespace, out: Output, reporter: Reporter = NULL_REPORTER) -> Any:
     Builder, GENERATORS = _import_builder()
+    for flag, folder in (("--site", args.site), ("--out", args.out)):
+        # the build's state names its folders and sources as text: a byte that is not UTF-8 in their
+        # path was a UnicodeEncodeError traceback (its files' names are refused likewise; pr28b 12)
+        if folder is not None and not _utf8(str(folder.absolute())):
+            raise UsageError(
+                f"{flag} {os.fsdecode(folder)!r}: the path is not UTF-8 text",
+                hint="use a folder whose path is UTF-8 (rename it, or build elsewhere)",
+            )
 
     overrides: dict[str, Path] = {}
     for item in args.repo_metadata:

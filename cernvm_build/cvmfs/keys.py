@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 
 from ..errors import CvmfsError
-from ..fsutil import TooLarge, atomic_write, read_capped, reclaim_stale
+from ..fsutil import TooLarge, atomic_write, process_umask, read_capped, reclaim_stale
 from . import masterkey
 from . import rsa as rsa_raw
 from . import whitelist as wl
@@ -88,9 +88,16 @@ class KeySet:
 
 def make_folder(directory: Path, flag: str) -> None:
     """``directory`` made if missing; a file there (or above it) is one line naming ``flag``, not a
-    FileExistsError/NotADirectoryError traceback (keygen --out, create STRATUM)."""
+    FileExistsError/NotADirectoryError traceback (keygen --out, create STRATUM).
+
+    A folder made here is writable by its owner alone whatever the umask: under ``umask 000`` the keys
+    folder was 0777, and anyone could replace the 0600 master key in it (or the repository's files)."""
     try:
+        made = not directory.is_dir()
         directory.mkdir(parents=True, exist_ok=True)
+        umask = process_umask()
+        if made and umask & 0o022 != 0o022:
+            os.chmod(directory, 0o777 & ~umask & ~0o022)
     except OSError as e:
         raise CvmfsError(
             f"{directory}: cannot make the folder: {e.strerror}",

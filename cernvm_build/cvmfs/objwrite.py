@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from ..fsutil import PendingSync
+from ..fsutil import PendingSync, hides_from_others, served_folders
 from .catalog_write import ChunkRow
 from .chunking import ChunkingSettings, CutFinder
 from .objects import new_hasher, object_path
@@ -96,6 +96,9 @@ class ObjectWriter:
         self.txn.mkdir(parents=True, exist_ok=True)
         for i in range(256):
             (self.data / f"{i:02x}").mkdir(exist_ok=True)
+        # served by a web server: under umask 077 objects were 0600 in 0700 folders (the manifest 0644)
+        served_folders(stratum, self.data, *(self.data / f"{i:02x}" for i in range(256)))
+        self._chmod = hides_from_others()
 
     def temp_file(self) -> tuple[int, str]:
         """A new temporary file in ``data/txn`` (cheaper than mkstemp: we hold the lock)."""
@@ -103,7 +106,10 @@ class ObjectWriter:
             self._tmp_counter += 1
             n = self._tmp_counter
         path = f"{self.txn}/obj.{os.getpid()}.{n}.tmp"
-        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644), path
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        if self._chmod:
+            os.fchmod(fd, 0o644)
+        return fd, path
 
     def name_of(self, digest: bytes) -> str:
         return digest.hex() + {"sha1": "", "rmd160": "-rmd160", "shake128": "-shake128"}[self.algorithm]

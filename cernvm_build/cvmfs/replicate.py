@@ -36,7 +36,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import CvmfsError, IntegrityError
-from ..fsutil import PendingSync, atomic_file, atomic_write, process_umask, spread_subdirectories, write_all
+from ..fsutil import (
+    PendingSync,
+    atomic_file,
+    atomic_write,
+    process_umask,
+    served_folders,
+    spread_subdirectories,
+    write_all,
+)
 from ..report import NULL_REPORTER, Reporter
 from . import blacklist as blacklist_mod
 from . import manifest as manifest_mod
@@ -590,6 +598,8 @@ def _replicate(
     for i in range(256):
         with contextlib.suppress(FileExistsError):
             os.mkdir(dest / "data" / f"{i:02x}")
+    # its objects are 0644 whatever the umask, and so are the folders the web server walks to them
+    served_folders(dest, dest / "data", *(dest / "data" / f"{i:02x}" for i in range(256)))
 
     pending.sync()
     # Everything the new manifest names is on disk: publish.

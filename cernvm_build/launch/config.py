@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote_plus
 
-from .. import table
+from .. import paths, table
 from ..errors import ConfigFileError, ImageError, Location, UsageError
 from ..fsutil import NotRegularFile, open_regular
 from ..table import Kind, Setting, by_key
@@ -353,7 +353,7 @@ def parse_conf(path: Path, *, handed: bool = False) -> dict[str, Any]:
 
 def global_conf_path() -> Path:
     env = os.environ.get(GLOBAL_CONF_ENV)
-    return Path(env) if env else Path.home() / ".cernvm-launch.conf"
+    return Path(env) if env else paths.home() / ".cernvm-launch.conf"
 
 
 def resolve(

@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 
 import libvirt
 
+from .. import paths
 from ..errors import InstanceError, LaunchError, UsageError
 from ..fsutil import held_lock, open_regular
 from ..paths import data_root
@@ -61,7 +62,7 @@ def default_home(uri: str) -> Path:
         return path
     if uri.startswith("qemu:///system") and os.geteuid() == 0:
         return Path("/var/lib/cernvm-launch")
-    legacy = Path.home() / ".cernvm"
+    legacy = paths.home() / ".cernvm"
     if legacy.is_dir():
         return legacy
     return data_root("cernvm-launch")[1]

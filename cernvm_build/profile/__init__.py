@@ -161,6 +161,14 @@ def check(
             return outcome
         name_node = tree.value.get("name")
         name = name_node.value if name_node is not None and isinstance(name_node.value, str) else path.stem
+        if name_node is None and not _is_utf8(name):
+            # the name comes from the file's: a byte that is not UTF-8 went on into the output names and
+            # the fingerprint's JSON, a UnicodeEncodeError traceback of `profiles list` (pr28b finding 11)
+            raise ProfileError(
+                f"the file name {path.name!r} is not UTF-8, and the profile's name comes from it",
+                where=Location(file=display(path)),
+                hint="rename the file (or give the profile a name: key)",
+            )
         # Unknown keys and missing settings first: a template that uses them would only say "undefined".
         early = convert.missing_or_unknown(tree, path)
         if early:
@@ -190,6 +198,14 @@ def check(
         extra = {"source": path, "extends": list(layers[-1].extends), "inputs": [la.path for la in layers]}
         outcome.profile = model.build(Profile, v, extra)
     return outcome
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _origin(node: Node | None) -> str:

@@ -158,6 +158,64 @@ def test_json_mode_onto_a_full_stdout_is_one_line(tmp_path: Path) -> None:
     assert done.stderr.startswith("error: No space left on device\n")
 
 
+def _entry_point(*words: str, close: tuple[int, ...] = (), **env: str) -> subprocess.CompletedProcess[str]:
+    """``cernvm-build WORDS`` as its own process, started with the descriptors ``close`` closed."""
+
+    def closed() -> None:
+        for fd in close:
+            os.close(fd)
+
+    return subprocess.run(
+        [sys.executable, "-P", "-m", "cernvm_build.cli.main", *words],
+        stdin=subprocess.DEVNULL if 0 not in close else None,
+        stdout=subprocess.PIPE if 1 not in close else None,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]), **env},
+        preexec_fn=closed,
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize("words", [("profiles", "schema"), ("profiles", "list", "--json")])
+def test_a_closed_stdout_is_no_traceback(words: tuple[str, ...]) -> None:
+    # `cernvm-build profiles schema >&-`: Python leaves sys.stdout None, and the command's write was an
+    # AttributeError traceback (pr28b finding 1); the closed descriptor is /dev/null now
+    done = _entry_point(*words, close=(1,))
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+
+
+def test_a_closed_stdin_reads_as_empty(tmp_path: Path) -> None:
+    # `cvmfs publish REPO - <&-` was an AttributeError traceback (sys.stdin None); now stdin is empty,
+    # and the descriptor the next open file would have taken is not free (pr28b finding 1)
+    probe = (
+        "import os, sys\n"
+        "from cernvm_build.cli.app import standard_streams\n"
+        "standard_streams()\n"
+        "print(repr(sys.stdin.read()), sys.stdin.name, os.open(os.devnull, os.O_RDONLY) > 2)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-P", "-c", probe],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+        preexec_fn=lambda: os.close(0),
+        timeout=60,
+    )
+    assert done.stdout == "'' <stdin> True\n", done.stderr
+
+
+def test_help_under_a_locale_that_is_not_utf8_is_no_traceback() -> None:
+    # LC_ALL=en_US.ISO-8859-1 (here: its stdout encoding, without the locale): the 'μ' of μCernVM was a
+    # UnicodeEncodeError traceback in `--help`, `profiles schema`, `cvmfs ls` (pr28b finding 2)
+    done = _entry_point("--help", PYTHONIOENCODING="latin-1")
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    assert "\\u03bcCernVM boot images" in done.stdout
+    schema = _entry_point("profiles", "schema", PYTHONIOENCODING="latin-1")
+    assert schema.returncode == 0, schema.stderr
+    assert "\u03bcCernVM" in json.loads(schema.stdout)["properties"]["bootloader"]["description"]
+
+
 def test_an_unknown_flag_of_a_subcommand_names_the_subcommand(capsys: pytest.CaptureFixture[str]) -> None:
     # argparse reports it from the top parser: its usage and "see 'cernvm-build --help'" (pr24b finding 13)
     with pytest.raises(SystemExit) as e:
@@ -429,3 +487,73 @@ def test_the_control_character_patterns_are_compiled_where_a_text_is_shown() -> 
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.split("\n")[:2] == ["0", r"'a\\x1b\\u202eb\n' 'a\\x09b\\x0a'"]
+
+
+def test_columns_0_keeps_the_error_line(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # rich took $COLUMNS=0 as a width of 0 and wrote nothing: the command exited 3 in silence (pr28b 8)
+    monkeypatch.setenv("COLUMNS", "0")
+    assert main(["profiles", "show", "nosuch"]) == 3
+    assert "error: no profile 'nosuch'" in capsys.readouterr().err
+    assert main(["profiles", "list"]) == 0
+    assert "el9" in capsys.readouterr().out
+
+
+def test_a_working_folder_removed_under_the_command_is_one_line(tmp_path: Path) -> None:
+    # `profiles show el9`, `cvmfs export REPO x.tar` in a removed folder: os.getcwd()'s
+    # FileNotFoundError, a traceback naming no file (pr28b finding 9)
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    probe = (
+        "import os, sys, runpy; os.rmdir(os.getcwd()); sys.argv[1:] = ['profiles', 'show', 'el9']; "
+        "runpy.run_module('cernvm_build.cli.main', run_name='__main__')"
+    )
+    done = subprocess.run(
+        [sys.executable, "-P", "-c", probe],
+        cwd=gone,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]), "PWD": str(gone)},
+        timeout=120,
+    )
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.startswith(f"error: {gone}: the current folder no longer exists\n")
+
+
+@pytest.mark.parametrize("json_mode", [False, True])
+def test_an_error_onto_a_full_stderr_keeps_its_exit_code(json_mode: bool) -> None:
+    # `profiles show nosuch 2>/dev/full`: the error line's failed write left run() as an OSError,
+    # exit 1 instead of 3 (with --json too, its document already on stdout) (pr28b finding 10)
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(
+            [sys.executable, "-P", "-m", "cernvm_build.cli.main", "profiles", "show", "nosuch"]
+            + (["--json"] if json_mode else []),
+            stdout=subprocess.PIPE,
+            stderr=full,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+            timeout=120,
+        )
+    assert done.returncode == 3
+    if json_mode:
+        assert json.loads(done.stdout)["exit_code"] == 3
+
+
+@pytest.mark.parametrize("words", [("profiles", "list"), ("profiles", "list", "--json")])
+def test_a_reader_that_left_ends_a_rich_table_as_a_json_document(words: tuple[str, ...]) -> None:
+    # `profiles list | head -1`: rich's broken-pipe handler exited 1, the --json path 0 (pr28b 13)
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-P", "-m", "cernvm_build.cli.main", *words],
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+            timeout=120,
+        )
+    finally:
+        os.close(write)
+    assert (done.returncode, done.stderr) == (0, "")

@@ -22,3 +22,24 @@ def test_a_relative_xdg_cache_home_is_ignored(tmp_path: Path, monkeypatch: pytes
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert paths.cache_dir() == tmp_path / "xdg" / "cernvm-build"
     assert os.path.isdir(tmp_path / "xdg" / "cernvm-build")
+
+
+@pytest.mark.parametrize("value", ["", "rel"])
+def test_an_empty_or_relative_home_is_not_used(
+    value: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `env HOME= cernvm-build site build` put the cache in /.cache (as root: made it there), and
+    # `HOME=rel` in ./rel/.cache/cernvm-build of the working folder (pr28b finding 3): the password
+    # database's home instead, as Python uses when $HOME is unset
+    import pwd
+
+    for variable in ("CERNVM_CACHE_DIR", "XDG_CACHE_HOME", "XDG_DATA_HOME"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", value)
+    own = Path(pwd.getpwuid(os.getuid()).pw_dir)
+    assert paths.home() == own
+    assert paths.cache_root() == ("HOME", own / ".cache" / "cernvm-build")
+    assert paths.data_root("cernvm-launch") == ("HOME", own / ".local" / "share" / "cernvm-launch")
+    monkeypatch.setenv("HOME", str(tmp_path / "h"))
+    assert paths.home() == tmp_path / "h"

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import inspect
+from pathlib import Path
+
 import pytest
 
+from cernvm_build import proc
 from cernvm_build.errors import ToolError
 from cernvm_build.proc import streamed
 
@@ -34,3 +38,43 @@ def test_streamed_names_a_missing_tool() -> None:
     missing = pytest.raises(ToolError, match="required tool 'no-such-tool-x' is not installed")
     with missing, streamed(["no-such-tool-x"]):
         pass
+
+
+def test_a_tool_found_outside_path_runs_with_the_system_folders(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # $PATH without /usr/bin: `which` found syslinux in /usr/bin, and syslinux, which runs mtools by
+    # $PATH, failed "failed to create ldlinux.sys" (pr28b finding 4); the child's $PATH now ends
+    # with the folders `which` looked in
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert proc.run(["sh", "-c", "command -v ls"]).stdout.strip() in (b"/usr/bin/ls", b"/bin/ls")
+    done = proc.run(["sh", "-c", 'echo "$PATH"'], env={"PATH": "/x"}).stdout.decode().strip()
+    assert done.split(":")[0] == "/x" and "/usr/bin" in done.split(":")
+    with proc.streamed(["sh", "-c", "command -v ls"]) as s:
+        assert s.stdout.read().strip() in (b"/usr/bin/ls", b"/bin/ls")
+
+
+def test_every_tool_the_code_runs_names_its_debian_package() -> None:
+    # `which` hints "apt-get install <package>"; a tool missing from TOOL_PACKAGES hinted its own name:
+    # "apt-get install mke2fs", "… busybox" (the initrd needs busybox-static), "… virsh", "… ldd",
+    # none of them the package to install (pr28b finding 5)
+    import re
+
+    from cernvm_build.image.build import TOOLS, check_tools
+
+    src = Path(proc.__file__).parent
+    named = set()
+    for path in src.rglob("*.py"):
+        text = path.read_text()
+        named.update(re.findall(r'\b(?:run|streamed|which)\(\s*\[?\s*"([a-z0-9_.+-]+)"', text))
+    named.update(t for tools in TOOLS.values() for t in tools)
+    named.update(re.findall(r'"([a-z0-9_.+-]+)"', inspect.getsource(check_tools)))
+    named -= {
+        "ceph",
+        "ceph-authtool",
+        "ceph-mon",
+        "ceph-osd",
+        "monmaptool",
+        "radosgw-admin",
+    }  # localrgw's own
+    assert sorted(named - set(proc.TOOL_PACKAGES)) == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -396,3 +397,17 @@ def test_show_resolved_yaml_loads_back_to_the_values_however_odd(
     text = capsys.readouterr().out
     assert "\u202e" not in text and "\u200b" not in text and "\x85" not in text
     assert yaml.safe_load(text)["description"] == value
+
+
+def test_a_profile_file_whose_name_is_not_utf8_is_one_invalid_row(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # x\xfe.yaml on $CERNVM_PROFILE_PATH: its name (the file's) went into the fingerprint's JSON, and
+    # `profiles list` was a UnicodeEncodeError traceback (pr28b finding 11)
+    (tmp_path / os.fsdecode(b"x\xfe.yaml")).write_text("extends: el9\n")
+    (tmp_path / "named.yaml").write_text("extends: el9\n")
+    monkeypatch.setenv("CERNVM_PROFILE_PATH", str(tmp_path))
+    assert main(["profiles", "list", "--json"]) == 3
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert "is not UTF-8" in rows[os.fsdecode(b"x\xfe")]["error"]
+    assert "error" not in rows["named"]

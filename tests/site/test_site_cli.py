@@ -603,3 +603,15 @@ def test_check_json_lists_every_broken_link_with_its_place(
     assert [p["line"] for p in doc["problems"]] == list(range(line, line + 100))
     assert doc["problems"][1]["message"] == "link to 'docs/quickstart/gone.md', which is not a page"
     assert doc["more"] == 3 and "(and 102 more)" in doc["message"]
+
+
+@pytest.mark.parametrize("flag", ["--out", "--site"])
+def test_a_folder_whose_path_is_not_utf8_is_one_usage_line(
+    flag: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # the build's state names its folders as text: a UnicodeEncodeError traceback (pr28b finding 12)
+    odd = tmp_path / os.fsdecode(b"s\xff")
+    assert main(["site", "build", flag, str(odd)]) == 2
+    err = capsys.readouterr().err
+    assert f"error: {flag} " in err and "the path is not UTF-8 text" in err
+    assert not odd.exists()
