@@ -31,7 +31,16 @@ from .links import check_links, check_release_files
 from .model import Job, Late, Page, out_file, sha, url_path
 from .output import matches
 from .pages import PageSet
-from .plan import FIXED_OUTPUTS, OWN, PARTS_VERSION, Plan, _Fingerprints, _site_context, parts_blob
+from .plan import (
+    FIXED_OUTPUTS,
+    OWN,
+    PARTS_VERSION,
+    SIDEBAR_ROW,
+    Plan,
+    _Fingerprints,
+    _site_context,
+    parts_blob,
+)
 from .search import PREFIX as SEARCH_PREFIX
 
 
@@ -53,10 +62,10 @@ def _places(blob: bytes | None) -> dict[str, str] | None:
 
 
 class _Parts:
-    __slots__ = ("bar", "fed", "key", "out", "path", "rest")
+    __slots__ = ("fed", "key", "out", "path", "rest")
 
     def __init__(self, blob: Any):
-        version, self.path, self.out, self.key, self.rest, self.bar, self.fed = pickle.loads(blob)
+        version, self.path, self.out, self.key, self.rest, self.fed = pickle.loads(blob)
         page = self.rest["page"]
         if not (
             version == PARTS_VERSION
@@ -67,7 +76,7 @@ class _Parts:
             and isinstance(page.get("layout"), str)
             and isinstance(page.get("url"), str)
             and "site" not in self.rest
-            and (self.bar is None or (isinstance(self.bar, tuple) and len(self.bar) == 3))
+            and (self.rest.get("sidebar") is None or isinstance(self.rest["sidebar"], Late))
             and isinstance(self.fed, bool)
         ):
             raise ValueError("not a plan parts row")
@@ -113,6 +122,13 @@ def recorded(
         if row is None or row.fed or row.out not in old or row.out != out_file(row.path):
             return None
         parts[src] = row
+    bars = state.plan_parts(
+        {
+            SIDEBAR_ROW + r.rest["sidebar"].key
+            for r in parts.values()
+            if isinstance(r.rest.get("sidebar"), Late)
+        }
+    )
     places = _places(state.page_places())
     if places is None or not all(places.get(src) == parts[src].path for src in parts):
         return None
@@ -190,13 +206,16 @@ def recorded(
         was: dict[str, Any] = {"site": site_ctx}
         was.update(row.rest)
         was["page"] = {**row.rest["page"], "content": Late("content", row.key, src)}
-        if row.bar is not None:
-            sidebar = was.get("sidebar")
-            items_fp = sha(env.closure_hash("partials/sidebar.html"), json.dumps(row.bar[1], sort_keys=True))
-            if not isinstance(sidebar, Late) or (sidebar.arg, sidebar.key) != (row.bar[0], row.bar[2]):
+        sidebar = row.rest.get("sidebar")
+        if isinstance(sidebar, Late):
+            try:
+                items = pickle.loads(bars[SIDEBAR_ROW + sidebar.key])
+                items_fp = sha(env.closure_hash("partials/sidebar.html"), json.dumps(items, sort_keys=True))
+            except Exception:  # missing, damaged: planned as before
                 return None
-            if items_fp != row.bar[2]:
+            if items_fp != sidebar.key:
                 return None
+            sidebars[sidebar.arg] = (items, sidebar.key)
         if fps.job(p.out, template, was, row.key).fp != old[row.out][0]:
             return None
         meta = p.r
@@ -209,11 +228,9 @@ def recorded(
         ctx: dict[str, Any] = {"site": site_ctx}
         ctx.update(row.rest)
         ctx["page"] = fields
-        if row.bar is not None:
-            sidebars[row.bar[0]] = (row.bar[1], row.bar[2])
         job = fps.job(p.out, template, ctx, p.md_key)
         jobs.append(job)
-        blob = parts_blob(p.path, p.out, p.md_key or "", ctx, sidebars, row.fed)
+        blob = parts_blob(p.path, p.out, p.md_key or "", ctx, sidebars, made, row.fed)
         if blob is not None:
             made[src] = blob
         if fields.get("searchable"):

@@ -15,6 +15,7 @@ from sitehelpers import Edit, build_site, tree
 from cernvm_build.site import build as site_build
 from cernvm_build.site.build import LinkErrors
 from cernvm_build.site.cache import PLACES
+from cernvm_build.site.plan import SIDEBAR_ROW
 
 PAGE = "content/docs/guides/preservation.md"
 LINKED = "docs/guides/cache.md"
@@ -104,9 +105,20 @@ def _damage_row(db: sqlite3.Connection, change: Callable[[tuple[Any, ...]], Any]
 
 
 def _forged_title(row: tuple[Any, ...]) -> tuple[Any, ...]:
-    version, path, out, key, rest, bar, fed = row
+    version, path, out, key, rest, fed = row
     rest["page"]["title"] = "Forged"
-    return (version, path, out, key, rest, bar, fed)
+    return (version, path, out, key, rest, fed)
+
+
+def _forged_sidebar(db: sqlite3.Connection) -> None:
+    (blob,) = db.execute(
+        "SELECT blob FROM plan_parts WHERE key = ?", (PAGE.removeprefix("content/"),)
+    ).fetchone()
+    bar = SIDEBAR_ROW + pickle.loads(blob)[4]["sidebar"].key
+    items = [{"title": "Forged", "url": "/", "open": True, "children": []}]
+    assert (
+        db.execute("UPDATE plan_parts SET blob = ? WHERE key = ?", (pickle.dumps(items), bar)).rowcount == 1
+    )
 
 
 def _other_row(db: sqlite3.Connection) -> None:
@@ -125,14 +137,7 @@ DAMAGE: dict[str, Callable[[sqlite3.Connection], None]] = {
     "a row of another format": lambda db: _damage_row(db, lambda _row: ("x", 1)),
     "another page's row": _other_row,
     "a forged context": lambda db: _damage_row(db, _forged_title),
-    "a forged sidebar": lambda db: _damage_row(
-        db,
-        lambda r: (
-            *r[:5],
-            (r[5][0], [{"title": "x", "url": "/", "open": True, "children": []}], r[5][2]),
-            r[6],
-        ),
-    ),
+    "a forged sidebar": _forged_sidebar,
     "places of garbage": lambda db: _damage_places(db, lambda _p: b"junk"),
     "the page's place moved": lambda db: _damage_places(
         db, lambda p: p.__setitem__(PAGE.removeprefix("content/"), "/elsewhere/")
