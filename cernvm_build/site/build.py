@@ -37,7 +37,7 @@ from ..fsutil import atomic_dir, held_lock
 from ..report import NULL_REPORTER, Reporter
 from . import config as config_mod
 from . import data as data_mod
-from . import filedigest, gitdates, renderchild
+from . import filedigest, gitdates, renderchild, replan
 from . import markdown as md_mod
 from . import search as search_mod
 from . import templates as tpl_mod
@@ -215,11 +215,13 @@ class Builder:
         edited: set[str] | None,
         old_keys: set[str],
         css_key: str,
+        recorded: dict[str, str] | None = None,
     ) -> tuple[dict[str, str], str]:
         """The report's output -> source file and its fingerprint, recorded; the rendered Markdown and
         highlighted blocks of sources no longer built pruned from the state. Independent of the
-        written outputs and the search index (``search.update`` runs it while a helper makes a shard)."""
-        by_output = _sources(pageset)
+        written outputs and the search index (``search.update`` runs it while a helper makes a shard).
+        ``recorded``: the last complete build's map, where the page set is not whole (``replan``)."""
+        by_output = _sources(pageset) if recorded is None else recorded
         fp = sha(*(f"{out}\0{file}" for out, file in sorted(by_output.items())))
         # the row as well as the snapshot: a row that disagrees with the snapshot (lost, or a build
         # stopped between the two writes) would make every later rebuild decline the shortcut
@@ -390,32 +392,65 @@ class Builder:
             digested = navigation = None
             if kept is not None and edited is not None and kept.files == files:
                 digested = plan_digest(cfg, sources.assets, data, env, css, inputs, file_sha256)
-            if kept is not None and digested is not None and digested[0] == kept.snap.digest:
-                # the last complete build was this builder's, and nothing but the edited pages' own
-                # parts changed since: its pages, the edited ones made again, and its navigation
-                pageset = patch_pages(kept.pageset, cfg, files, keys, metas, edited or set(), changed)
-                navigation = kept.navigation
-            else:
-                pageset = make_pages(cfg, files, keys, metas, data, changed)
             new = not self.out_dir.exists()
-            delta = None
-            if snap is not None and edited is not None and not new:
-                delta = Delta(snap.digest, frozenset(edited), old_outputs, self.out_dir, snap.searchable)
-            outputs = plan(
-                cfg,
-                pageset,
-                sources.assets,
-                data,
-                env,
-                css,
-                inputs=inputs,
-                delta=delta,
-                file_sha256=file_sha256,
-                # every page planned (no delta, or one plan cannot use): one query, not one per page
-                whole=lambda: state.read_whole(metas),
-                digested=digested,
-                navigation=navigation,
-            )
+            # a one-shot rebuild of edited pages that other pages show nothing of: planned from the
+            # state's recorded plan parts, no page set made (``replan``), where they are as expected
+            fast = None
+            if kept is None and edited and snap is not None and not new:
+                digested = plan_digest(cfg, sources.assets, data, env, css, inputs, file_sha256)
+                if digested[0] == snap.digest:
+                    fast = replan.recorded(
+                        cfg,
+                        self.site_dir,
+                        state,
+                        snap,
+                        edited,
+                        keys,
+                        metas,
+                        files,
+                        old_outputs,
+                        self.out_dir,
+                        env,
+                        data,
+                        sources.assets,
+                        file_sha256,
+                        digested,
+                    )
+            by_output: dict[str, str] | None = None  # (the report's, where ``replan`` read it)
+            if fast is not None:
+                outputs, pageset, by_output = fast
+                pages_count = snap.report[2] if snap is not None else 0
+            else:
+                if kept is not None and digested is not None and digested[0] == kept.snap.digest:
+                    # the last complete build was this builder's, and nothing but the edited pages' own
+                    # parts changed since: its pages, the edited ones made again, and its navigation
+                    pageset = patch_pages(kept.pageset, cfg, files, keys, metas, edited or set(), changed)
+                    navigation = kept.navigation
+                else:
+                    pageset = make_pages(cfg, files, keys, metas, data, changed)
+                delta = None
+                if snap is not None and edited is not None and not new:
+                    delta = Delta(snap.digest, frozenset(edited), old_outputs, self.out_dir, snap.searchable)
+                outputs = plan(
+                    cfg,
+                    pageset,
+                    sources.assets,
+                    data,
+                    env,
+                    css,
+                    inputs=inputs,
+                    delta=delta,
+                    file_sha256=file_sha256,
+                    # every page planned (no delta, or one plan cannot use): one query, not one per page
+                    whole=lambda: state.read_whole(metas),
+                    digested=digested,
+                    navigation=navigation,
+                )
+                pages_count = len(pageset.pages)
+                state.put_page_places(replan.places_blob(pageset))
+            # what the next one-page rebuild plans from (``replan``); every page's when all were planned
+            everything = fast is None and outputs.planned == len(pageset.pages)
+            state.put_plan_parts(outputs.parts or {}, set(outputs.parts or ()) if everything else None)
             state.claim(str(self.out_dir))
             with contextlib.ExitStack() as stack:
                 target = self.out_dir
@@ -441,14 +476,24 @@ class Builder:
                 # after it at 1,000 pages), else here
                 tail = functools.cache(
                     functools.partial(
-                        self._tail, state, snap, pageset, keys, metas, fresh, edited, old_keys, css_key
+                        self._tail,
+                        state,
+                        snap,
+                        pageset,
+                        keys,
+                        metas,
+                        fresh,
+                        edited,
+                        old_keys,
+                        css_key,
+                        by_output,
                     )
                 )
                 rendered, removed, search_files, search_shards = self._write(
                     target, outputs, pageset, old_outputs, env, state, fresh, texts, new, store_md, tail
                 )
                 by_output, fp = tail()
-                report = (str(self.site_dir), search_mod.VERSION, len(pageset.pages), len(outputs.jobs), fp)
+                report = (str(self.site_dir), search_mod.VERSION, pages_count, len(outputs.jobs), fp)
                 after = after._replace(rows=state.output_count(), report=report)
                 if snap != after:
                     state.put_snapshot(after)
@@ -459,13 +504,13 @@ class Builder:
                 store_md()  # (once: a second call does nothing)
             finally:
                 state.close(ends_process=self.ends_process)
-        if not self.ends_process:
+        if not self.ends_process and fast is None:
             self._kept = _Kept(
                 after, files, pageset, outputs.navigation, {k: metas[k] for k in keys.values()}
             )
         return BuildReport(
             out_dir=self.out_dir,
-            pages=len(pageset.pages),
+            pages=pages_count,
             outputs=len(outputs.jobs),
             rendered=rendered,
             search_files=search_files,

@@ -225,7 +225,7 @@ class State:
                 "DROP TABLE IF EXISTS search; DROP TABLE IF EXISTS sources; DROP TABLE IF EXISTS snapshot;"
                 "DROP TABLE IF EXISTS memo; DROP TABLE IF EXISTS folders; DROP TABLE IF EXISTS md_meta;"
                 "DROP TABLE IF EXISTS md_head;"
-                "DROP TABLE IF EXISTS files;"
+                "DROP TABLE IF EXISTS files; DROP TABLE IF EXISTS plan_parts;"
             )
             self.db.execute(f"PRAGMA user_version={SCHEMA}")
         self.db.executescript(
@@ -247,6 +247,7 @@ class State:
             CREATE TABLE IF NOT EXISTS files (
                 file TEXT PRIMARY KEY, size INTEGER, mtime INTEGER, ctime INTEGER, ino INTEGER, sha256 TEXT
             );
+            CREATE TABLE IF NOT EXISTS plan_parts (key TEXT PRIMARY KEY, blob BLOB);
             """
         )
         if new and not self.unsynced:
@@ -503,6 +504,28 @@ class State:
     def put_report_sources(self, fp: str, sources: dict[str, str]) -> None:
         self.db.execute("INSERT OR REPLACE INTO memo VALUES (?, ?)", (REPORT, _pickle((fp, sources))))
 
+    # -- each planned page's plan parts by source, and the pages' places (``replan``) ---------------
+    def plan_parts(self, srcs: set[str]) -> dict[str, bytes]:
+        """The recorded plan parts (``replan.record``) of these sources, those there are."""
+        return {key: blob for key, blob in self._rows("plan_parts", ("blob",), sorted(srcs))}
+
+    def put_plan_parts(self, rows: dict[str, bytes], keep: set[str] | None = None) -> None:
+        """Rows written; ``keep``: every source's (a build that planned every page), the others' deleted."""
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.executemany("INSERT OR REPLACE INTO plan_parts VALUES (?, ?)", rows.items())
+            if keep is not None:
+                gone = [(k,) for (k,) in self.db.execute("SELECT key FROM plan_parts") if k not in keep]
+                self.db.executemany("DELETE FROM plan_parts WHERE key = ?", gone)
+
+    def page_places(self) -> bytes | None:
+        """The last page set's source pages' places (``replan.places``), unpickled by the caller; None."""
+        row = self.db.execute("SELECT blob FROM memo WHERE name = ?", (PLACES,)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def put_page_places(self, blob: bytes) -> None:
+        self.db.execute("INSERT OR REPLACE INTO memo VALUES (?, ?)", (PLACES, blob))
+
     # -- the output's folders by ctime (``output.files_in_changed_folders``) -----------------------
     def folders(self, under: str | None = None, *, outside: str | None = None) -> dict[str, int]:
         """The folders recorded; ``under``: only that folder and those in it; ``outside``: all but
@@ -604,6 +627,8 @@ class CodeRows(Mapping[str, str]):
 WAL_LEFT_MAX = 2 << 20
 #: the memo row of the last complete build's output -> source file map (``State.report_sources``)
 REPORT = "\0report"
+#: the memo row of the source pages' places (``State.page_places``)
+PLACES = "\0places"
 #: connections left open for the process's end (``State.close``)
 _LEFT_OPEN: list[sqlite3.Connection] = []
 

@@ -99,6 +99,9 @@ class Plan(NamedTuple):
     planned: int = 0
     #: the sidebars and reading orders made (``plan``'s ``navigation``)
     navigation: _Navigation | None = None
+    #: each planned source page's plan parts (``parts_blob``) by source, and its sidebar's items, for the
+    #: state (``replan``)
+    parts: dict[str, bytes] | None = None
 
 
 @functools.lru_cache(maxsize=1)
@@ -121,6 +124,45 @@ def _fp_default(obj: Any) -> Any:
 BY_KEY = frozenset(("toc", "meta", "description"))
 #: one encoder for every fingerprint (``json.dumps`` with options makes one a call)
 _ENCODE = json.JSONEncoder(sort_keys=True, default=_fp_default, check_circular=False).encode
+
+
+#: the fields of a page's context made from its own rendered metadata (``replan``: made again there from
+#: the page's Markdown key; the rest of its context is recorded, ``parts_blob``)
+OWN = ("description", "toc", "content", "links")
+#: the format of a recorded page's plan parts (a row of another is not read)
+PARTS_VERSION = 2
+
+
+#: the plan parts row of a sidebar's items, by the sidebar's fingerprint (pages share it: one row)
+SIDEBAR_ROW = "\0sidebar "
+
+
+def parts_blob(
+    path: str,
+    out: str,
+    md_key: str,
+    ctx: dict[str, Any],
+    sidebars: Mapping[str, Any],
+    rows: dict[str, bytes],
+    fed: bool,
+) -> bytes | None:
+    """What a one-page rebuild needs of a planned source page's context (``replan``), pickled: its site
+    path, output and Markdown key, the context without ``site`` (the plan's own) and its ``OWN`` fields
+    (None in their place: the order stays) but its links (with the key, what its fingerprint has of
+    them: ``replan`` checks the row against the output's recorded fingerprint), whether the feed shows
+    it. Its sidebar's items go in ``rows`` once, by their fingerprint (``SIDEBAR_ROW``: ~80 % of a
+    page's row at 1,000 pages). None when the context cannot be pickled (the page is then planned as
+    before: the whole page set made)."""
+    rest = {k: v for k, v in ctx.items() if k != "site"}
+    rest["page"] = {k: (None if k in OWN and k != "links" else v) for k, v in ctx["page"].items()}
+    try:
+        sidebar = ctx.get("sidebar")
+        if isinstance(sidebar, Late) and SIDEBAR_ROW + sidebar.key not in rows:
+            items = pickle.dumps(sidebars[sidebar.arg][0], protocol=pickle.HIGHEST_PROTOCOL)
+            rows[SIDEBAR_ROW + sidebar.key] = items
+        return pickle.dumps((PARTS_VERSION, path, out, md_key, rest, fed), protocol=pickle.HIGHEST_PROTOCOL)
+    except (pickle.PicklingError, TypeError, AttributeError, RecursionError):
+        return None
 
 
 class _Fingerprints:
@@ -548,6 +590,8 @@ def plan(
     check_release_files(cfg.base_path, data.get("releases", []), assets, file_sha256)
 
     fps = _Fingerprints(env)
+    fed_srcs = {p.src for p in dated[: cfg.feed_limit] if p.src}
+    parts: dict[str, bytes] = {}
     searchable_pages: set[str] = set()
     unchanged: set[str] = set()
     crumbs: dict[str, list[dict[str, str]]] = {}
@@ -581,7 +625,14 @@ def plan(
                 hint=f"add templates/{template} or use another layout",
             )
         ctx = _page_context(cfg, pageset, page, site_ctx, nav, dated, data, crumbs)
-        jobs.append(fps.job(page.out, template, ctx, page.md_key))
+        job = fps.job(page.out, template, ctx, page.md_key)
+        jobs.append(job)
+        if page.src and page.md_key:
+            blob = parts_blob(
+                page.path, page.out, page.md_key, ctx, nav.sidebars, parts, page.src in fed_srcs
+            )
+            if blob is not None:
+                parts[page.src] = blob
         if ctx["page"]["searchable"]:
             searchable_pages.add(page.out)
 
@@ -601,4 +652,6 @@ def plan(
     if not _kept(delta, "robots.txt", jobs, unchanged):
         robots = {"sitemap": cfg.absolute(cfg.base_path + "sitemap.xml")}
         jobs.append(fps.job("robots.txt", "robots.txt", robots))
-    return Plan(jobs, nav.sidebars, digest, frozenset(searchable_pages), frozenset(unchanged), planned, nav)
+    return Plan(
+        jobs, nav.sidebars, digest, frozenset(searchable_pages), frozenset(unchanged), planned, nav, parts
+    )
