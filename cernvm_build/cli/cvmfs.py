@@ -9,6 +9,7 @@ publish, resign, tag add/remove) from ``cli/cvmfs_publish.py`` when it is there.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import stat
 import sys
@@ -155,9 +156,12 @@ def cmd_ls(args: argparse.Namespace, out: Output) -> int:
             entries = repo.iterdir(top.path) if top.is_dir else iter([top])
         write = sys.stdout.write
         if out.json_mode:
+            # the first entry before the array begins: an error there (-R of a path that is not there)
+            # is still --json's one document; stdout held '[' alone
+            first = next(entries, None)
             out.streaming_json()
             write("[")
-            for i, e in enumerate(entries):
+            for i, e in enumerate(entries if first is None else itertools.chain((first,), entries)):
                 write(("," if i else "") + "\n  " + json.dumps(entry_json(e)))
             write("\n]\n")
             return 0

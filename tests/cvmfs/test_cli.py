@@ -334,3 +334,12 @@ def test_ls_json_stopped_half_way_is_one_document_part_and_one_line(
     assert "error: a catalog below is damaged" in got.err
     assert main(["cvmfs", "ls", str(fx.root), "/no-such", "--json"]) != 0
     assert json.loads(capsys.readouterr().out)["error"]
+
+
+def test_ls_recursive_json_of_a_missing_path_is_the_error_document(
+    fx: Fixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """pr28c: `cvmfs ls SRC /no-such -R --json` wrote '[' and then the error line on stderr: stdout held
+    no JSON document at all (the walk's first step is where the path is looked up)."""
+    assert main(["cvmfs", "ls", str(fx.root), "/no-such", "-R", "--json"]) == 5
+    assert "no such file" in json.loads(capsys.readouterr().out)["error"]
