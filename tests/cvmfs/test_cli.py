@@ -34,6 +34,22 @@ def test_info_and_default_key_discovery(fx: Fixture, capsys: pytest.CaptureFixtu
     assert d["root_hash"] == ROOT_REV1 and d["tag"] == "slc4-frozen"  # type: ignore[index]
 
 
+@pytest.mark.parametrize("extra", [[], ["--no-verify"], ["--key", "KEY"]])
+def test_a_local_source_that_is_not_there_is_said_so(
+    fx: Fixture, tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str]
+) -> None:
+    """pr28c: a typo in a local SOURCE said "no public key found to verify the repository" (the key
+    look-up came first); with --no-verify "invalid repository name 'x'", with --key "manifest not
+    found ... the hash is wrong"."""
+    key = next((fx.root / "keys").glob("*.pub"))
+    extra = [str(key) if w == "KEY" else w for w in extra]
+    for source, said in ((tmp_path / "no-such" / FQRN, "no such folder"), (key, "not a folder")):
+        assert main(["cvmfs", "info", str(source), "--json", *extra]) == 5
+        doc = json.loads(capsys.readouterr().out)
+        assert doc["error"] == f"{source}: {said}", doc
+        assert "Stratum folder" in doc["hint"]
+
+
 def test_ls_cat_and_tag_list(fx: Fixture, capsys: pytest.CaptureFixture[str]) -> None:
     rows = run_json(capsys, "cvmfs", "ls", str(fx.root), "/usr/bin", "--json")
     by_path = {r["path"]: r for r in rows}  # type: ignore[union-attr]
