@@ -453,17 +453,51 @@ class ArgumentParser(argparse.ArgumentParser):
         # --plan` showed the top usage and "see 'cernvm-build --help'" (pr24b finding 13)
         shown = _command_of(self, _argv_parsed) if message.startswith("unrecognized arguments") else self
         shown.print_usage(sys.stderr)
-        Output(json_mode=_json_asked).error(UsageError(message, hint=f"see '{shown.prog} --help'"))
+        hint = f"see '{shown.prog} --help'"
+        meant = _meant(message, shown)
+        if meant:
+            hint = f"did you mean {meant}? {hint}"
+        Output(json_mode=_json_asked).error(UsageError(message, hint=hint))
         raise SystemExit(UsageError.exit_code)
 
 
+def _meant(message: str, parser: argparse.ArgumentParser) -> str | None:
+    """What a mistyped command, choice or flag of a usage error was probably meant to be: Python 3.11's
+    argparse names none ('imgae', 'biuld', --outt, or --output where the command spells it --out)."""
+    import difflib  # only on this error path
+    import re
+
+    choice = re.search(r"invalid choice: '(.*?)' \(choose from (.*)\)\Z", message, re.S)
+    if choice:
+        typed, options = [choice[1]], re.findall(r"'([^']*)'", choice[2])
+    elif message.startswith("unrecognized arguments: "):
+        typed = [w.split("=", 1)[0] for w in message.split()[2:] if w.startswith("--")]
+        options = [o for a in parser._actions for o in a.option_strings if o.startswith("--")]
+    else:
+        return None
+    # compared without the leading dashes, which every flag shares ('--bogus' is not near '--out')
+    bare = {o.lstrip("-"): o for o in options}
+    for word in typed:
+        close = difflib.get_close_matches(word.lstrip("-"), list(bare), n=1, cutoff=0.6)
+        if close:
+            return f"'{bare[close[0]]}'"
+    return None
+
+
 def _command_of(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.ArgumentParser:
-    """The deepest subcommand parser ``argv``'s words name, starting at ``parser``."""
+    """The deepest subcommand parser ``argv``'s words name, starting at ``parser``. In a group with a
+    default subcommand (``image [build] PROFILE``), a word that is none of its subcommands runs the
+    default one: its flags are what a mistyped flag is looked up in (the hint named the group's --help,
+    which lists no flag of ``image build``)."""
     for word in argv:
         if word == "--":
             break
         sub = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
-        chosen = sub.choices.get(word) if sub is not None and not isinstance(sub.choices, _AnyName) else None
+        if sub is None or word.startswith("-"):
+            continue
+        chosen = sub.choices.get(word)
+        if chosen is None and isinstance(sub, _DefaultSubcommand):
+            chosen = sub.choices.get(sub.default_name)
         if isinstance(chosen, argparse.ArgumentParser):
             parser = chosen
     return parser

@@ -168,6 +168,93 @@ def test_an_unknown_flag_of_a_subcommand_names_the_subcommand(capsys: pytest.Cap
     assert "hint: see 'cernvm-build profiles list --help'" in err
 
 
+def _leaves(
+    parser: argparse.ArgumentParser, words: list[str]
+) -> list[tuple[list[str], argparse.ArgumentParser]]:
+    """Every leaf command below ``parser`` with the words that name it (aliases once)."""
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subs:
+        return [(words, parser)]
+    seen: dict[int, str] = {}
+    for sub in subs:
+        for name, p in dict(sub.choices).items():
+            seen.setdefault(id(p), name)
+    return [
+        x
+        for sub in subs
+        for name, p in dict(sub.choices).items()
+        if seen[id(p)] == name
+        for x in _leaves(p, [*words, name])
+    ]
+
+
+def _every_leaf() -> list[tuple[str, list[str], int]]:
+    """(program, the leaf's words, how many positionals it needs) for both CLIs."""
+    from cernvm_build.cli import launch
+
+    out = []
+    for program, root in (("cernvm-build", build_parser()), ("cernvm-launch", launch.build_parser())):
+        for words, leaf in _leaves(root, []):
+            needed = [a for a in leaf._actions if not a.option_strings and a.nargs not in ("?", "*")]
+            json_flag = ["--json"] if any("--json" in a.option_strings for a in leaf._actions) else []
+            required = [
+                w
+                for a in leaf._actions
+                if a.option_strings and a.required
+                for w in (a.option_strings[0], "x")
+            ]
+            out.append((program, words, json_flag + required, [str((a.choices or ["x"])[0]) for a in needed]))
+    return out
+
+
+@pytest.mark.parametrize(("program", "words", "flags", "positionals"), _every_leaf(), ids=lambda v: str(v))
+def test_every_leaf_s_unknown_flag_is_one_document_naming_its_own_help(
+    program: str,
+    words: list[str],
+    flags: list[str],
+    positionals: list[str],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """pr28c: in a group with a default subcommand (image, container, release), a mistyped flag of
+    `image el9 --plna` or `image build el9 --output x` was hinted "see 'cernvm-build image --help'",
+    which lists no flag of `image build`; with --json every leaf's usage error is stdout's one document.
+    A near flag is named: Python 3.11's argparse suggests nothing."""
+    from cernvm_build.cli import launch
+
+    entry = main if program == "cernvm-build" else launch.main
+    argv = [*words, *flags, "--verbsoe", *positionals]
+    if words[-1] == "ssh":  # its COMMAND takes every word after the target
+        argv = [*words, "--verbsoe", "x"]
+    with pytest.raises(SystemExit) as e:
+        entry(argv)
+    got = capsys.readouterr()
+    assert e.value.code == 2, got
+    hint = f"did you mean '--verbose'? see '{program} {' '.join(words)} --help'"
+    if words == ["help"]:  # (no flag of its own)
+        hint = hint.removeprefix("did you mean '--verbose'? ")
+    assert f"hint: {hint}" in got.err, got.err
+    if "--json" in flags:
+        assert json.loads(got.out)["hint"] == hint
+
+
+@pytest.mark.parametrize(
+    ("argv", "meant"),
+    [
+        (["imgae", "el9"], "'image'"),
+        (["site", "biuld"], "'build'"),
+        (["image", "el9", "--output", "x"], "'--out'"),  # the command spells it --out
+        (["release", "2026.11-1", "--profils", "el9"], "'--profiles'"),
+        (["mirror", "verify", "ymu", "s3://b/p"], "'yum'"),
+    ],
+)
+def test_a_mistyped_word_is_hinted_what_it_was_near(
+    argv: list[str], meant: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        main(argv)
+    assert f"hint: did you mean {meant}? see " in capsys.readouterr().err
+
+
 def test_usage_error_exit_code_2() -> None:
     with pytest.raises(SystemExit) as e:
         main(["--no-such-flag"])
