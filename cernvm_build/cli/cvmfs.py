@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from .. import utcdate
 from ..cvmfs.catalog import DirEntry
 from ..cvmfs.repository import Repository, SnapshotSpec
 from ..errors import IntegrityError, UsageError
@@ -102,7 +103,8 @@ def _repo_json(repo: Repository) -> dict[str, Any]:
         },
         "whitelist": None
         if w is None
-        else {"expires": w.expires.isoformat(), "fingerprints": list(w.fingerprints)},
+        # the toolkit's one date form (utcdate; `tag list`'s dates, monitor's): isoformat wrote +00:00
+        else {"expires": utcdate.text(int(w.expires.timestamp())), "fingerprints": list(w.fingerprints)},
         "source": repo.fetcher.description,
     }
 

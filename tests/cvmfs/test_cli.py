@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from cernvm_build import utcdate
 from cernvm_build.cli.main import main
 from tests.support.killed import killed_in_atomic_file
 
@@ -32,6 +33,8 @@ def test_info_and_default_key_discovery(fx: Fixture, capsys: pytest.CaptureFixtu
     assert d["fqrn"] == FQRN and d["revision"] == 2 and d["files"] == 66  # type: ignore[index]
     d = run_json(capsys, "cvmfs", "info", str(fx.repo), "--tag", "slc4-frozen", "--json")
     assert d["root_hash"] == ROOT_REV1 and d["tag"] == "slc4-frozen"  # type: ignore[index]
+    # pr28c: the dates of --json in one form (it was '2036-11-22T04:21:43+00:00' here, ...Z elsewhere)
+    assert utcdate.PATTERN.match(d["whitelist"]["expires"])  # type: ignore[index]
 
 
 @pytest.mark.parametrize("extra", [[], ["--no-verify"], ["--key", "KEY"]])
