@@ -237,6 +237,23 @@ def test_every_leaf_s_unknown_flag_is_one_document_naming_its_own_help(
         assert json.loads(got.out)["hint"] == hint
 
 
+def test_a_concept_s_flag_is_spelt_alike_in_every_command() -> None:
+    """pr28c: `--jobs` was `-j/--jobs` in cvmfs and image but `--jobs` alone in site, mirror and release;
+    the output was `--out` in 20 commands and `-o/--output` in four (`image build --output` failed;
+    `image seed --out` worked only as an abbreviation of --output)."""
+    from cernvm_build.cli import launch
+
+    alike = {"--jobs": {"-j"}, "--output": {"--out"}}
+    wrong = []
+    for root in (build_parser(), launch.build_parser()):
+        for words, leaf in _leaves(root, [root.prog]):
+            for action in leaf._actions:
+                for flag, also in alike.items():
+                    if flag in action.option_strings and not also <= set(action.option_strings):
+                        wrong.append(f"{' '.join(words)} {'/'.join(action.option_strings)}")
+    assert not wrong, wrong
+
+
 @pytest.mark.parametrize(
     ("argv", "meant"),
     [
