@@ -432,6 +432,7 @@ def build_parser() -> argparse.ArgumentParser:
         "image, and create an instance from it with the default context.\n\n"
         "  cernvm-launch import --name old CernVM-4.ova",
         cmd_import,
+        json=True,
     )
     p.add_argument("--no-start", action="store_true", help="define the instance but do not start it")
     flags.add(p, [config.BY_KEY[k] for k in IMPORT_FLAGS])
