@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import re
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -79,6 +80,13 @@ def stratum_target(
     """``args.stratum`` as a directory; an ``s3://`` one is its spool, pushed when the block succeeds."""
     text = str(args.stratum)
     if not text.startswith("s3://"):
+        scheme = re.match(r"[A-Za-z][A-Za-z0-9+.-]*:/", text)
+        if scheme:
+            # 'S3://b/p', 's3:/b/p' or 'http://...' made a local folder named 'S3:' and said "created"
+            raise UsageError(
+                f"{text[:200]!r} is not an s3:// URL (it would be a local folder named {scheme[0][:-1]!r})",
+                hint=f"write s3://bucket/prefix (lower case, two slashes), or ./{text[:60]} for that folder",
+            )
         yield StratumTarget(Path(text))
         return
     from ..cvmfs import s3upstream
