@@ -272,6 +272,26 @@ def test_a_mistyped_word_is_hinted_what_it_was_near(
     assert f"hint: did you mean {meant}? see " in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["mirror", "yum", "SRC", "bucket/p"],
+        ["mirror", "apt", "SRC", "bucket/p"],
+        ["mirror", "sync", "SRC", "bucket/p"],
+        ["mirror", "verify", "yum", "bucket/p"],
+        ["site", "publish", "bucket/p", "--no-build"],
+    ],
+)
+def test_a_destination_that_is_no_s3_url_is_a_usage_error_in_every_command(
+    argv: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """pr28c: the same mistake had exit code 2 in site/release publish and 9 ("mirror failed") in mirror."""
+    pytest.importorskip("boto3")
+    argv = [str(tmp_path) if w == "SRC" else w for w in argv]
+    assert main([*argv, "--json"]) == 2
+    assert "'bucket/p' is not an s" in json.loads(capsys.readouterr().out)["error"].lower()
+
+
 def test_usage_error_exit_code_2() -> None:
     with pytest.raises(SystemExit) as e:
         main(["--no-such-flag"])
