@@ -424,7 +424,9 @@ def register_publish(
     )
     p.add_argument("--description", "-m", default="", help="tag description")
     p.add_argument("--auto-tag", action="store_true", help="add a generic-<date> tag, as the server does")
-    p.add_argument("--base-path", default="/", metavar="P", help="publish SOURCE at P, keep the rest")
+    p.add_argument(
+        "--base-path", default="/", metavar="P", help="publish SOURCE at P, keep the rest (default: /)"
+    )
     p.add_argument("--root-owner", action="store_true", help="store every entry as owned by uid/gid 0")
     p.add_argument("--no-chunking", action="store_true", help="store large files as single objects")
     p.add_argument(

@@ -520,7 +520,7 @@ def build_parser() -> argparse.ArgumentParser:
                 type=_lines,
                 default=50,
                 metavar="N",
-                help=f"lines of log to print (1..{MAX_LOG_LINES})",
+                help=f"lines of log to print (1..{MAX_LOG_LINES}; default 50)",
             )
         if verb == "wait":
             flags.add(p, [config.BY_KEY["waitTimeout"]])

@@ -254,6 +254,23 @@ def test_a_concept_s_flag_is_spelt_alike_in_every_command() -> None:
     assert not wrong, wrong
 
 
+def test_every_option_s_help_names_its_default() -> None:
+    """pr28c: `container build --out` (build/containers), `cvmfs publish --base-path` (/) and
+    `cernvm-launch console --lines` (50) did not say what they are when not given."""
+    from cernvm_build.cli import launch
+
+    unnamed = []
+    for root in (build_parser(), launch.build_parser()):
+        for words, leaf in _leaves(root, [root.prog]):
+            for a in leaf._actions:
+                if not a.option_strings or a.default in (None, False, True, [], 0, "", argparse.SUPPRESS):
+                    continue
+                text = (a.help or "") % {"default": a.default} if a.help else ""
+                if "default" not in text and str(a.default) not in text:
+                    unnamed.append(f"{' '.join(words)} {'/'.join(a.option_strings)}: {a.default!r}")
+    assert not unnamed, unnamed
+
+
 @pytest.mark.parametrize(
     ("argv", "meant"),
     [
