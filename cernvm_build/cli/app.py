@@ -400,7 +400,12 @@ def add_common(parser: argparse.ArgumentParser, *, json: bool = False) -> argpar
     quiet = "only errors (a --json result, or data a command writes to stdout, stays)"
     g.add_argument("-q", "--quiet", action="store_true", help=quiet)
     if json:
-        g.add_argument("--json", action="store_true", help="print the result as JSON on stdout (for scripts)")
+        g.add_argument(
+            "--json",
+            action="store_true",
+            help="print the result as JSON on stdout (for scripts); an error is one JSON document too:"
+            ' {"error", "message", "where", "hint", "exit_code"}',
+        )
     return parser
 
 

@@ -341,7 +341,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="list a directory of a revision",
         description="List a directory (or -R everything below it).\n\n"
         "  cernvm-build cvmfs ls ./fixture.cernvm.test /usr/bin -l\n"
-        "  cernvm-build cvmfs ls URL / -R --json > listing.json",
+        "  cernvm-build cvmfs ls URL / -R --json > listing.json\n\n"
+        "--json streams the array entry by entry (a million entries take no more memory than ten): an\n"
+        "error met after the first entry (a damaged catalog, Ctrl-C) ends it unterminated, with the\n"
+        "error on stderr and a non-zero exit code, so a partial listing never parses as a whole one.",
     )
     add_source(p)
     p.add_argument("path", nargs="?", default="/", help="directory in the repository (default /)")

@@ -254,6 +254,18 @@ def test_a_concept_s_flag_is_spelt_alike_in_every_command() -> None:
     assert not wrong, wrong
 
 
+def test_every_json_flag_says_an_error_is_a_document_too() -> None:
+    """pr28c: --json's help said only "print the result as JSON"; a script's author could not learn
+    from it that a failure is a JSON document too, nor its keys."""
+    from cernvm_build.cli import launch
+
+    for root in (build_parser(), launch.build_parser()):
+        for words, leaf in _leaves(root, [root.prog]):
+            for a in leaf._actions:
+                if "--json" in a.option_strings:
+                    assert '"error", "message", "where", "hint", "exit_code"' in (a.help or ""), words
+
+
 def test_every_option_s_help_names_its_default() -> None:
     """pr28c: `container build --out` (build/containers), `cvmfs publish --base-path` (/) and
     `cernvm-launch console --lines` (50) did not say what they are when not given."""
