@@ -266,6 +266,15 @@ def test_every_json_flag_says_an_error_is_a_document_too() -> None:
                     assert '"error", "message", "where", "hint", "exit_code"' in (a.help or ""), words
 
 
+def test_a_profile_setting_s_flag_shows_one_item_as_its_example() -> None:
+    """pr28c: `image build --help` said of --server "...e.g. http://x/cvmfs/@fqrn@; http(s) URL; e.g.
+    [http://x/cvmfs/@fqrn@]": the same example twice, the second as a YAML list the flag does not take."""
+    image = next(a for a in build_parser(["image"])._actions if isinstance(a, argparse._SubParsersAction))
+    build = next(a for a in image.choices["image"]._actions if isinstance(a, argparse._SubParsersAction))
+    server = next(a for a in build.choices["build"]._actions if "--server" in a.option_strings)
+    assert server.help is not None and "[" not in server.help and server.help.count("e.g.") == 1, server.help
+
+
 def test_every_option_s_help_names_its_default() -> None:
     """pr28c: `container build --out` (build/containers), `cvmfs publish --base-path` (/) and
     `cernvm-launch console --lines` (50) did not say what they are when not given."""
