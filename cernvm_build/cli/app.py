@@ -588,6 +588,8 @@ def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None, *, own_proc
     _json_asked = asks_json(_argv_parsed)
     try:
         args = parser.parse_args(argv)
+    except KeyboardInterrupt:
+        return stopped_early(_argv_parsed)
     finally:
         _json_asked, _argv_parsed = False, ()
     # told to the command (the parser's ``ends_process`` says it may end, this that it will), which may
@@ -597,6 +599,14 @@ def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None, *, own_proc
     if args.one_shot and threading.active_count() == 1:
         end_process(code, run_atexit=True, output_is_result=True)
     return code
+
+
+def stopped_early(argv: Sequence[str]) -> int:
+    """Ctrl-C before the command began (its modules imported, its line parsed: the first ~0.3 s) ends
+    as a command's Ctrl-C does: "interrupted", exit 130, --json's document; it was a KeyboardInterrupt
+    traceback and exit 1, or death by SIGINT. (What Python imports before ``main`` runs stays uncovered.)"""
+    Output(json_mode=asks_json(argv)).stopped("interrupted", EXIT_INTERRUPTED)
+    return EXIT_INTERRUPTED
 
 
 def _observed() -> bool:

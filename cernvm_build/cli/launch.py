@@ -28,7 +28,7 @@ from ..launch.names import validate_name
 from ..report import scoped
 from ..termtext import visible
 from . import flags, launch_context, launch_images
-from .app import EXIT_CODES_EPILOG, ArgumentParser, HelpFormatter, Output, run, whole_number
+from .app import EXIT_CODES_EPILOG, ArgumentParser, HelpFormatter, Output, run, stopped_early, whole_number
 from .launch_common import Connect, ask, host_of, leaf, settings_of
 
 EPILOG = f"""\
@@ -588,7 +588,10 @@ def _connect(uri: str | None) -> launch.Host:
 def main(argv: Sequence[str] | None = None, *, connect: Connect = _connect) -> int:
     """``connect`` opens the libvirt host for a URI (tests pass one on libvirt's test driver)."""
     os.environ.setdefault("LIBVIRT_LOG_OUTPUTS", "")  # keep libvirt's own logging off our stderr
-    parser = build_parser()
+    try:
+        parser = build_parser()
+    except KeyboardInterrupt:
+        return stopped_early(sys.argv[1:] if argv is None else argv)
     parser.set_defaults(open_host=connect)
     return run(parser, argv)
 

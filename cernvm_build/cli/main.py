@@ -10,7 +10,7 @@ from typing import Any
 
 from .. import __version__
 from . import areas, extras
-from .app import EXIT_CODES_EPILOG, ArgumentParser, HelpFormatter, Output, asks_json, run
+from .app import EXIT_CODES_EPILOG, ArgumentParser, HelpFormatter, Output, asks_json, run, stopped_early
 
 #: Command areas, in the order ``--help`` lists them. Each is ``cernvm_build.cli.<name>``.
 AREAS = list(areas.HELP)
@@ -112,8 +112,12 @@ def _register_missing(sub: argparse._SubParsersAction[ArgumentParser], area: str
 
 def main(argv: Sequence[str] | None = None) -> int:
     words = sys.argv[1:] if argv is None else argv
+    try:
+        parser = build_parser(words)  # imports the area's modules: most of a command's start
+    except KeyboardInterrupt:
+        return stopped_early(words)
     # argv None: the process's own command line (the entry point), which a command may end at once
-    return run(build_parser(words), words, own_process=argv is None)
+    return run(parser, words, own_process=argv is None)
 
 
 def launch_main(argv: Sequence[str] | None = None) -> int:
@@ -127,7 +131,10 @@ def launch_main(argv: Sequence[str] | None = None) -> int:
         Output(json_mode=asks_json(words)).error(err)
         return err.exit_code
     # Imported here, not at the top: without the extra this module could not even be loaded.
-    launch: Any = importlib.import_module(f"{__package__}.launch")
+    try:
+        launch: Any = importlib.import_module(f"{__package__}.launch")
+    except KeyboardInterrupt:
+        return stopped_early(words)
     return int(launch.main(argv))
 
 

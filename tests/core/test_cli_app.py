@@ -330,6 +330,29 @@ def test_a_destination_that_is_no_s3_url_is_a_usage_error_in_every_command(
     assert "'bucket/p' is not an s" in json.loads(capsys.readouterr().out)["error"].lower()
 
 
+@pytest.mark.parametrize("where", ["imports", "parse"])
+def test_ctrl_c_before_the_command_begins_is_an_interrupt_not_a_traceback(
+    where: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """pr28c: Ctrl-C in a command's first ~0.3 s (its area's modules imported, its line parsed) was a
+    KeyboardInterrupt traceback and exit 1 (or death by SIGINT), and no --json document."""
+    from cernvm_build.cli import main as main_module
+
+    def interrupted(*_a: object, **_k: object) -> None:
+        raise KeyboardInterrupt
+
+    if where == "imports":
+        monkeypatch.setattr(main_module, "build_parser", interrupted)
+    else:
+        monkeypatch.setattr(argparse.ArgumentParser, "parse_args", interrupted)
+    try:
+        code = main(["profiles", "list", "--json"])
+    except KeyboardInterrupt:
+        pytest.fail("the interrupt escaped main(): a traceback for the user")
+    got = capsys.readouterr()
+    assert code == 130 and json.loads(got.out)["exit_code"] == 130 and got.err == "interrupted\n"
+
+
 def test_usage_error_exit_code_2() -> None:
     with pytest.raises(SystemExit) as e:
         main(["--no-such-flag"])
