@@ -572,7 +572,9 @@ def asks_json(argv: Sequence[str]) -> bool:
     for word in argv:
         if word == "--":
             return False
-        if word == "--json":
+        # argparse takes --js and --jso for --json (no other flag begins so): a usage error of such a
+        # line was plain text, while the line's other errors are --json's document
+        if len(word) >= 4 and "--json".startswith(word):
             return True
     return False
 

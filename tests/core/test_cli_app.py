@@ -353,6 +353,17 @@ def test_ctrl_c_before_the_command_begins_is_an_interrupt_not_a_traceback(
     assert code == 130 and json.loads(got.out)["exit_code"] == 130 and got.err == "interrupted\n"
 
 
+@pytest.mark.parametrize("flag", ["--json", "--jso", "--js"])
+def test_a_usage_error_of_a_json_line_is_a_document_however_json_is_abbreviated(
+    flag: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """pr28c: argparse takes `--js` for --json, so the command's own errors were JSON documents, but a
+    usage error of the same line (found before the flags are) was plain text with an empty stdout."""
+    with pytest.raises(SystemExit):
+        main(["profiles", "show", flag])  # NAME missing
+    assert json.loads(capsys.readouterr().out)["exit_code"] == 2
+
+
 def test_usage_error_exit_code_2() -> None:
     with pytest.raises(SystemExit) as e:
         main(["--no-such-flag"])
