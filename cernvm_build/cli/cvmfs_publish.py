@@ -140,7 +140,7 @@ def _show(out: Output, title: str, d: dict[str, Any]) -> None:
     def render(d: dict[str, Any]) -> None:
         out.print(title)
         for k, v in d.items():
-            if k != "warnings" and v is not None:
+            if k not in ("warnings", "fqrn") and v is not None:  # (the title names the repository)
                 out.print(f"  {k.replace('_', ' ')}: {v}")
 
     out.data(d, render)
@@ -187,7 +187,8 @@ def cmd_create(args: argparse.Namespace, out: Output) -> int:
         r = pub.create_repository(
             t.path, args.fqrn, keys, whitelist_days=args.whitelist_days, epoch=env_epoch()
         )
-    _show(out, f"created {args.fqrn} in {args.stratum}", t.add_to(_result(r)))
+    # fqrn: as every other cvmfs result names its repository (info, verify, replicate, keygen)
+    _show(out, f"created {args.fqrn} in {args.stratum}", {"fqrn": args.fqrn, **t.add_to(_result(r))})
     return 0
 
 
@@ -209,7 +210,7 @@ def _autocatalogs(value: str) -> Any:
 def cmd_publish(args: argparse.Namespace, out: Output) -> int:
     with stratum_target(args) as t:
         fqrn, r = _publish(args, out, t.path)
-    _show(out, f"published {fqrn} revision {r.revision}", t.add_to(_result(r)))
+    _show(out, f"published {fqrn} revision {r.revision}", {"fqrn": fqrn, **t.add_to(_result(r))})
     return 0
 
 

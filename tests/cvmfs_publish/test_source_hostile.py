@@ -429,3 +429,17 @@ def test_a_mistyped_s3_url_makes_no_local_folder(
     assert "is not an s3:// URL" in json.loads(capsys.readouterr().out)["error"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keys"]
     assert main(["cvmfs", "create", f"./{stratum}", "--fqrn", FQRN, "--keys", "keys", "-q"]) == 0  # said so
+
+
+def test_create_and_publish_json_name_the_repository(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """pr28c: every cvmfs --json result names its repository ('fqrn': info, verify, replicate, keygen)
+    but create's and publish's."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "src").mkdir()
+    assert main(["cvmfs", "keygen", FQRN, "--out", "keys", "-q"]) == 0
+    assert main(["cvmfs", "create", "srv", "--fqrn", FQRN, "--keys", "keys", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["fqrn"] == FQRN
+    assert main(["cvmfs", "publish", "srv", "src", "--keys", "keys", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["fqrn"] == FQRN
