@@ -425,7 +425,12 @@ def add_common(parser: argparse.ArgumentParser, *, json: bool = False) -> argpar
     quiet = "only errors (a --json result, or data a command writes to stdout, stays)"
     g.add_argument("-q", "--quiet", action="store_true", help=quiet)
     if json:
-        g.add_argument("--json", action="store_true", help="print the result as JSON on stdout (for scripts)")
+        g.add_argument(
+            "--json",
+            action="store_true",
+            help="print the result as JSON on stdout (for scripts); an error is one JSON document too:"
+            ' {"error", "message", "where", "hint", "exit_code"}',
+        )
     return parser
 
 
@@ -478,17 +483,51 @@ class ArgumentParser(argparse.ArgumentParser):
         # --plan` showed the top usage and "see 'cernvm-build --help'" (pr24b finding 13)
         shown = _command_of(self, _argv_parsed) if message.startswith("unrecognized arguments") else self
         shown.print_usage(sys.stderr)
-        Output(json_mode=_json_asked).error(UsageError(message, hint=f"see '{shown.prog} --help'"))
+        hint = f"see '{shown.prog} --help'"
+        meant = _meant(message, shown)
+        if meant:
+            hint = f"did you mean {meant}? {hint}"
+        Output(json_mode=_json_asked).error(UsageError(message, hint=hint))
         raise SystemExit(UsageError.exit_code)
 
 
+def _meant(message: str, parser: argparse.ArgumentParser) -> str | None:
+    """What a mistyped command, choice or flag of a usage error was probably meant to be: Python 3.11's
+    argparse names none ('imgae', 'biuld', --outt, or --output where the command spells it --out)."""
+    import difflib  # only on this error path
+    import re
+
+    choice = re.search(r"invalid choice: '(.*?)' \(choose from (.*)\)\Z", message, re.S)
+    if choice:
+        typed, options = [choice[1]], re.findall(r"'([^']*)'", choice[2])
+    elif message.startswith("unrecognized arguments: "):
+        typed = [w.split("=", 1)[0] for w in message.split()[2:] if w.startswith("--")]
+        options = [o for a in parser._actions for o in a.option_strings if o.startswith("--")]
+    else:
+        return None
+    # compared without the leading dashes, which every flag shares ('--bogus' is not near '--out')
+    bare = {o.lstrip("-"): o for o in options}
+    for word in typed:
+        close = difflib.get_close_matches(word.lstrip("-"), list(bare), n=1, cutoff=0.6)
+        if close:
+            return f"'{bare[close[0]]}'"
+    return None
+
+
 def _command_of(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.ArgumentParser:
-    """The deepest subcommand parser ``argv``'s words name, starting at ``parser``."""
+    """The deepest subcommand parser ``argv``'s words name, starting at ``parser``. In a group with a
+    default subcommand (``image [build] PROFILE``), a word that is none of its subcommands runs the
+    default one: its flags are what a mistyped flag is looked up in (the hint named the group's --help,
+    which lists no flag of ``image build``)."""
     for word in argv:
         if word == "--":
             break
         sub = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
-        chosen = sub.choices.get(word) if sub is not None and not isinstance(sub.choices, _AnyName) else None
+        if sub is None or word.startswith("-"):
+            continue
+        chosen = sub.choices.get(word)
+        if chosen is None and isinstance(sub, _DefaultSubcommand):
+            chosen = sub.choices.get(sub.default_name)
         if isinstance(chosen, argparse.ArgumentParser):
             parser = chosen
     return parser
@@ -595,7 +634,9 @@ def asks_json(argv: Sequence[str]) -> bool:
     for word in argv:
         if word == "--":
             return False
-        if word == "--json":
+        # argparse takes --js and --jso for --json (no other flag begins so): a usage error of such a
+        # line was plain text, while the line's other errors are --json's document
+        if len(word) >= 4 and "--json".startswith(word):
             return True
     return False
 
@@ -611,6 +652,8 @@ def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None, *, own_proc
     _json_asked = asks_json(_argv_parsed)
     try:
         args = parser.parse_args(argv)
+    except KeyboardInterrupt:
+        return stopped_early(_argv_parsed)
     finally:
         _json_asked, _argv_parsed = False, ()
     # told to the command (the parser's ``ends_process`` says it may end, this that it will), which may
@@ -620,6 +663,14 @@ def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None, *, own_proc
     if args.one_shot and threading.active_count() == 1:
         end_process(code, run_atexit=True, output_is_result=True)
     return code
+
+
+def stopped_early(argv: Sequence[str]) -> int:
+    """Ctrl-C before the command began (its modules imported, its line parsed: the first ~0.3 s) ends
+    as a command's Ctrl-C does: "interrupted", exit 130, --json's document; it was a KeyboardInterrupt
+    traceback and exit 1, or death by SIGINT. (What Python imports before ``main`` runs stays uncovered.)"""
+    Output(json_mode=asks_json(argv)).stopped("interrupted", EXIT_INTERRUPTED)
+    return EXIT_INTERRUPTED
 
 
 def _observed() -> bool:

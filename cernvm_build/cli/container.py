@@ -94,7 +94,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                   description=BUILD_DESCRIPTION, json=True, handler=_build)  # fmt: skip
     b.add_argument("profile", metavar="PROFILE", help="profile name (profiles list) or YAML path")
     b.add_argument("--format", default=None, help="comma-separated formats (default: the profile's)")
-    b.add_argument("--out", type=Path, default=Path("build/containers"), help="output folder")
+    b.add_argument("--out", type=Path, default=Path("build/containers"),
+                   help="output folder (default: %(default)s)")  # fmt: skip
     b.add_argument("--source", action="append", metavar="URL|DIR",
                    help="Stratum URL or repository folder (default: the profile's servers)")  # fmt: skip
     b.add_argument("--key", action="append", type=Path, metavar="PATH",

@@ -9,6 +9,7 @@ publish, resign, tag add/remove) from ``cli/cvmfs_publish.py`` when it is there.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import stat
 import sys
@@ -17,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from .. import utcdate
 from ..cvmfs.catalog import DirEntry
 from ..cvmfs.repository import Repository, SnapshotSpec
 from ..errors import IntegrityError, UsageError
@@ -101,7 +103,8 @@ def _repo_json(repo: Repository) -> dict[str, Any]:
         },
         "whitelist": None
         if w is None
-        else {"expires": w.expires.isoformat(), "fingerprints": list(w.fingerprints)},
+        # the toolkit's one date form (utcdate; `tag list`'s dates, monitor's): isoformat wrote +00:00
+        else {"expires": utcdate.text(int(w.expires.timestamp())), "fingerprints": list(w.fingerprints)},
         "source": repo.fetcher.description,
     }
 
@@ -155,9 +158,12 @@ def cmd_ls(args: argparse.Namespace, out: Output) -> int:
             entries = repo.iterdir(top.path) if top.is_dir else iter([top])
         write = sys.stdout.write
         if out.json_mode:
+            # the first entry before the array begins: an error there (-R of a path that is not there)
+            # is still --json's one document; stdout held '[' alone
+            first = next(entries, None)
             out.streaming_json()
             write("[")
-            for i, e in enumerate(entries):
+            for i, e in enumerate(entries if first is None else itertools.chain((first,), entries)):
                 write(("," if i else "") + "\n  " + json.dumps(entry_json(e)))
             write("\n]\n")
             return 0
@@ -335,7 +341,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="list a directory of a revision",
         description="List a directory (or -R everything below it).\n\n"
         "  cernvm-build cvmfs ls ./fixture.cernvm.test /usr/bin -l\n"
-        "  cernvm-build cvmfs ls URL / -R --json > listing.json",
+        "  cernvm-build cvmfs ls URL / -R --json > listing.json\n\n"
+        "--json streams the array entry by entry (a million entries take no more memory than ten): an\n"
+        "error met after the first entry (a damaged catalog, Ctrl-C) ends it unterminated, with the\n"
+        "error on stderr and a non-zero exit code, so a partial listing never parses as a whole one.",
     )
     add_source(p)
     p.add_argument("path", nargs="?", default="/", help="directory in the repository (default /)")

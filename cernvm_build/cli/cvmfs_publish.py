@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import re
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -79,6 +80,13 @@ def stratum_target(
     """``args.stratum`` as a directory; an ``s3://`` one is its spool, pushed when the block succeeds."""
     text = str(args.stratum)
     if not text.startswith("s3://"):
+        scheme = re.match(r"[A-Za-z][A-Za-z0-9+.-]*:/", text)
+        if scheme:
+            # 'S3://b/p', 's3:/b/p' or 'http://...' made a local folder named 'S3:' and said "created"
+            raise UsageError(
+                f"{text[:200]!r} is not an s3:// URL (it would be a local folder named {scheme[0][:-1]!r})",
+                hint=f"write s3://bucket/prefix (lower case, two slashes), or ./{text[:60]} for that folder",
+            )
         yield StratumTarget(Path(text))
         return
     from ..cvmfs import s3upstream
@@ -132,7 +140,7 @@ def _show(out: Output, title: str, d: dict[str, Any]) -> None:
     def render(d: dict[str, Any]) -> None:
         out.print(title)
         for k, v in d.items():
-            if k != "warnings" and v is not None:
+            if k not in ("warnings", "fqrn") and v is not None:  # (the title names the repository)
                 out.print(f"  {k.replace('_', ' ')}: {v}")
 
     out.data(d, render)
@@ -179,7 +187,8 @@ def cmd_create(args: argparse.Namespace, out: Output) -> int:
         r = pub.create_repository(
             t.path, args.fqrn, keys, whitelist_days=args.whitelist_days, epoch=env_epoch()
         )
-    _show(out, f"created {args.fqrn} in {args.stratum}", t.add_to(_result(r)))
+    # fqrn: as every other cvmfs result names its repository (info, verify, replicate, keygen)
+    _show(out, f"created {args.fqrn} in {args.stratum}", {"fqrn": args.fqrn, **t.add_to(_result(r))})
     return 0
 
 
@@ -201,7 +210,7 @@ def _autocatalogs(value: str) -> Any:
 def cmd_publish(args: argparse.Namespace, out: Output) -> int:
     with stratum_target(args) as t:
         fqrn, r = _publish(args, out, t.path)
-    _show(out, f"published {fqrn} revision {r.revision}", t.add_to(_result(r)))
+    _show(out, f"published {fqrn} revision {r.revision}", {"fqrn": fqrn, **t.add_to(_result(r))})
     return 0
 
 
@@ -416,7 +425,9 @@ def register_publish(
     )
     p.add_argument("--description", "-m", default="", help="tag description")
     p.add_argument("--auto-tag", action="store_true", help="add a generic-<date> tag, as the server does")
-    p.add_argument("--base-path", default="/", metavar="P", help="publish SOURCE at P, keep the rest")
+    p.add_argument(
+        "--base-path", default="/", metavar="P", help="publish SOURCE at P, keep the rest (default: /)"
+    )
     p.add_argument("--root-owner", action="store_true", help="store every entry as owned by uid/gid 0")
     p.add_argument("--no-chunking", action="store_true", help="store large files as single objects")
     p.add_argument(

@@ -196,7 +196,12 @@ def register_serve(cvmfs_sub: argparse._SubParsersAction[argparse.ArgumentParser
     p.add_argument("--port", type=int, default=80, help="TCP port (default 80)")
     p.add_argument("--listen", default="*", help="address to listen on (default: all)")
     p.add_argument(
-        "-o", "--output", type=output_file, metavar="FILE", help="write here (default, or -: stdout)"
+        "-o",
+        "--output",
+        "--out",  # the other commands' spelling of where the output goes
+        type=output_file,
+        metavar="FILE",
+        help="write here (default, or -: stdout)",
     )
     p.add_argument(
         "--run-dir",
@@ -240,7 +245,12 @@ def register_serve(cvmfs_sub: argparse._SubParsersAction[argparse.ArgumentParser
     p.add_argument("--memory-mb", type=int, default=256, help="memory cache in MB (default 256)")
     p.add_argument("--max-object-mb", type=int, default=1024, help="largest object cached (default 1024)")
     p.add_argument(
-        "-o", "--output", type=output_file, metavar="FILE", help="write here (default, or -: stdout)"
+        "-o",
+        "--output",
+        "--out",  # the other commands' spelling of where the output goes
+        type=output_file,
+        metavar="FILE",
+        help="write here (default, or -: stdout)",
     )
     p.add_argument(
         "--run-dir",

@@ -23,6 +23,12 @@ def _help(s: Setting) -> str:
     if not s.required and s.default not in (None, [], {}, ""):
         parts.append(f"default: {render(s, s.default)}")
     allowed = allowed_text(s, files=False).replace("`", "")
+    if s.kind.is_list and s.example and s.example.startswith("[") and s.example.endswith("]"):
+        # a flag takes one item at a time (repeatable): the file's YAML list '[URL]' is no example of
+        # it, and where the pattern's words show the item already, a second e.g. only repeats it
+        item = s.example[1:-1]
+        shown = "" if f"e.g. {item}" in allowed else f"; e.g. {item}"
+        allowed = allowed.replace(f"; e.g. {s.example}", shown)
     if allowed:
         parts.append(allowed)
     if s.kind.is_list:

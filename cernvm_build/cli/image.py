@@ -154,7 +154,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     s.add_argument("profile", metavar="PROFILE", help="profile name (profiles list) or YAML path")
     s.add_argument("--trace", action="append", required=True, type=Path, metavar="FILE",
                    help="an access log of one boot or a list of object names (repeatable)")  # fmt: skip
-    s.add_argument("-o", "--output", required=True, type=Path, metavar="OUT.qcow2", help="the seed disk")
+    s.add_argument(
+        "-o",
+        "--output",
+        "--out",  # the other commands' spelling of where the output goes
+        required=True,
+        type=Path,
+        metavar="OUT.qcow2",
+        help="the seed disk",
+    )
     s.add_argument("--source", metavar="URL|DIR",
                    help="fetch from this Stratum URL or local folder (default: the servers)")  # fmt: skip
     s.add_argument("--fqrn", help="repository name (default: the profile's cvmfs.repository)")

@@ -28,7 +28,7 @@ from ..launch.names import validate_name
 from ..report import scoped
 from ..termtext import visible
 from . import flags, launch_context, launch_images
-from .app import EXIT_CODES_EPILOG, ArgumentParser, HelpFormatter, Output, run, whole_number
+from .app import EXIT_CODES_EPILOG, ArgumentParser, HelpFormatter, Output, run, stopped_early, whole_number
 from .launch_common import Connect, ask, host_of, leaf, settings_of
 
 EPILOG = f"""\
@@ -432,6 +432,7 @@ def build_parser() -> argparse.ArgumentParser:
         "image, and create an instance from it with the default context.\n\n"
         "  cernvm-launch import --name old CernVM-4.ova",
         cmd_import,
+        json=True,
     )
     p.add_argument("--no-start", action="store_true", help="define the instance but do not start it")
     flags.add(p, [config.BY_KEY[k] for k in IMPORT_FLAGS])
@@ -519,7 +520,7 @@ def build_parser() -> argparse.ArgumentParser:
                 type=_lines,
                 default=50,
                 metavar="N",
-                help=f"lines of log to print (1..{MAX_LOG_LINES})",
+                help=f"lines of log to print (1..{MAX_LOG_LINES}; default 50)",
             )
         if verb == "wait":
             flags.add(p, [config.BY_KEY["waitTimeout"]])
@@ -587,7 +588,10 @@ def _connect(uri: str | None) -> launch.Host:
 def main(argv: Sequence[str] | None = None, *, connect: Connect = _connect) -> int:
     """``connect`` opens the libvirt host for a URI (tests pass one on libvirt's test driver)."""
     os.environ.setdefault("LIBVIRT_LOG_OUTPUTS", "")  # keep libvirt's own logging off our stderr
-    parser = build_parser()
+    try:
+        parser = build_parser()
+    except KeyboardInterrupt:
+        return stopped_early(sys.argv[1:] if argv is None else argv)
     parser.set_defaults(open_host=connect)
     return run(parser, argv)
 

@@ -10,7 +10,16 @@ from typing import Any
 
 from .. import __version__
 from . import areas, extras
-from .app import EXIT_CODES_EPILOG, ArgumentParser, HelpFormatter, Output, asks_json, run, standard_streams
+from .app import (
+    EXIT_CODES_EPILOG,
+    ArgumentParser,
+    HelpFormatter,
+    Output,
+    asks_json,
+    run,
+    standard_streams,
+    stopped_early,
+)
 
 #: Command areas, in the order ``--help`` lists them. Each is ``cernvm_build.cli.<name>``.
 AREAS = list(areas.HELP)
@@ -114,8 +123,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv is None:
         standard_streams()
     words = sys.argv[1:] if argv is None else argv
+    try:
+        parser = build_parser(words)  # imports the area's modules: most of a command's start
+    except KeyboardInterrupt:
+        return stopped_early(words)
     # argv None: the process's own command line (the entry point), which a command may end at once
-    return run(build_parser(words), words, own_process=argv is None)
+    return run(parser, words, own_process=argv is None)
 
 
 def launch_main(argv: Sequence[str] | None = None) -> int:
@@ -131,7 +144,10 @@ def launch_main(argv: Sequence[str] | None = None) -> int:
         Output(json_mode=asks_json(words)).error(err)
         return err.exit_code
     # Imported here, not at the top: without the extra this module could not even be loaded.
-    launch: Any = importlib.import_module(f"{__package__}.launch")
+    try:
+        launch: Any = importlib.import_module(f"{__package__}.launch")
+    except KeyboardInterrupt:
+        return stopped_early(words)
     return int(launch.main(argv))
 
 

@@ -139,7 +139,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     sp.add_argument("--endpoint-url", metavar="URL", help="S3-compatible endpoint (MinIO, Ceph RGW, ...)")
     sp.add_argument("--profile", metavar="P", help="AWS profile from ~/.aws/config")
     sp.add_argument(
-        "--jobs", type=jobs, default=JOBS, metavar="N", help=f"parallel transfers (default {JOBS})"
+        "-j", "--jobs", type=jobs, default=JOBS, metavar="N", help=f"parallel transfers (default {JOBS})"
     )
     _abort_flag(sp)
 
@@ -189,7 +189,7 @@ def _common_s3(p: argparse.ArgumentParser, kind: str) -> None:
     p.add_argument("--endpoint-url", metavar="URL", help="S3-compatible endpoint (MinIO, Ceph RGW, ...)")
     p.add_argument("--profile", metavar="P", help="AWS profile from ~/.aws/config")
     p.add_argument(
-        "--jobs", type=jobs, default=JOBS, metavar="N", help=f"parallel transfers (default {JOBS})"
+        "-j", "--jobs", type=jobs, default=JOBS, metavar="N", help=f"parallel transfers (default {JOBS})"
     )
 
 

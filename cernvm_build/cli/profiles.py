@@ -326,6 +326,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "-o",
         "--output",
+        "--out",  # the other commands' spelling of where the output goes
         type=output_file,
         metavar="FILE",
         help="write to FILE (atomically) instead of stdout (-)",

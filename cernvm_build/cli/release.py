@@ -277,7 +277,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     b.add_argument(
         "--out", type=Path, default=Path("releases"), help="releases folder (default: %(default)s)"
     )
-    b.add_argument("--jobs", type=jobs, help="profiles built at once (default: up to 2)")
+    b.add_argument("-j", "--jobs", type=jobs, help="profiles built at once (default: up to 2)")
     b.add_argument("--sign-key", type=Path, help="OpenPGP secret key (armored) that signs SHA256SUMS")
     b.add_argument("--image-key", type=Path, help="PEM private key for the images' signature blocks")
     b.add_argument("--image-cert", type=Path, help="PEM certificate of --image-key")

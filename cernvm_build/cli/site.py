@@ -47,7 +47,11 @@ def _site_args(p: argparse.ArgumentParser) -> None:
         "--base-url", help="absolute URL the site is published at (default: base_url in config.yaml)"
     )
     g.add_argument(
-        "--jobs", type=jobs, default=None, help="worker processes for rendering (default: one per core)"
+        "-j",
+        "--jobs",
+        type=jobs,
+        default=None,
+        help="worker processes for rendering (default: one per core)",
     )
     g.add_argument(
         "--repo-metadata",

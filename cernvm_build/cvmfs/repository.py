@@ -217,6 +217,19 @@ def local_fqrn(source: str | Path | Sequence[str]) -> str | None:
     return None
 
 
+def check_local_folder(source: str | Path | Sequence[str]) -> None:
+    """A local SOURCE (no http(s):// or file:// URL) that is no folder: one line saying so. A typo in the
+    path said "no public key found to verify the repository" (the key look-up comes first), and with
+    --no-verify "invalid repository name" or "manifest not found ... the hash is wrong"."""
+    if not isinstance(source, str | Path) or str(source).startswith(("http://", "https://", "file://")):
+        return
+    if not Path(source).is_dir():
+        raise CvmfsError(
+            f"{source}: {'not a folder' if os.path.lexists(source) else 'no such folder'}",
+            hint="give a local Stratum folder (the one holding .cvmfspublished) or an http(s):// URL",
+        )
+
+
 def _load_keys(keys: Sequence[Path | bytes]) -> list[tuple[str, rsa.PublicKey]]:
     out = []
     for k in keys:
@@ -456,6 +469,8 @@ def open_repository(
     """
     snapshot = snapshot or SnapshotSpec()
     if isinstance(source, str | Path) and not str(source).startswith(("http://", "https://", "file://")):
+        if cache_dir is None:  # (with a cache, its last verified manifest may serve a folder gone)
+            check_local_folder(source)
         base = Path(source)
         if not (base / MANIFEST_FILE).exists() and (base / "repo" / MANIFEST_FILE).exists():
             base = base / "repo"  # the fixture layout: <fqrn>/{repo,keys}

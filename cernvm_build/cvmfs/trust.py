@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import CvmfsError
-from .repository import local_fqrn
+from .repository import check_local_folder, local_fqrn
 
 
 def default_keys(source: str, fqrn: str | None) -> list[Path]:
@@ -42,6 +42,7 @@ def keys_to_verify(source: str, fqrn: str | None, given: Sequence[Path], *, veri
     """``given``, else the default keys; a CvmfsError when verifying and none is found."""
     if given or not verify:
         return list(given)
+    check_local_folder(source)  # a typo in the path is said so, not "no public key found"
     found = default_keys(source, fqrn)
     if not found:
         raise CvmfsError(

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 import botocore.exceptions
 
-from ..errors import MirrorError
+from ..errors import MirrorError, UsageError
 from .s3direct import DirectPut, Keys
 
 if TYPE_CHECKING:
@@ -112,13 +112,18 @@ class S3Url:
         return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
 
 
+class S3UrlError(UsageError, MirrorError):
+    """A destination that is no s3://bucket/prefix: a bad argument, exit code 2 (usage) as for the same
+    URL given to `site publish` or `release publish` (it was 9, "mirror failed", here alone)."""
+
+
 def parse_s3_url(url: str) -> S3Url:
     if not url.startswith("s3://"):
-        raise MirrorError(f"'{url}' is not an S3 URL", hint="write the destination as s3://bucket/prefix")
+        raise S3UrlError(f"'{url}' is not an S3 URL", hint="write the destination as s3://bucket/prefix")
     rest = url[len("s3://") :]
     bucket, _, prefix = rest.partition("/")
     if not bucket:
-        raise MirrorError(f"'{url}' names no bucket", hint="write the destination as s3://bucket/prefix")
+        raise S3UrlError(f"'{url}' names no bucket", hint="write the destination as s3://bucket/prefix")
     return S3Url(bucket, prefix.strip("/"))
 
 

@@ -226,6 +226,202 @@ def test_an_unknown_flag_of_a_subcommand_names_the_subcommand(capsys: pytest.Cap
     assert "hint: see 'cernvm-build profiles list --help'" in err
 
 
+def _leaves(
+    parser: argparse.ArgumentParser, words: list[str]
+) -> list[tuple[list[str], argparse.ArgumentParser]]:
+    """Every leaf command below ``parser`` with the words that name it (aliases once)."""
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subs:
+        return [(words, parser)]
+    seen: dict[int, str] = {}
+    for sub in subs:
+        for name, p in dict(sub.choices).items():
+            seen.setdefault(id(p), name)
+    return [
+        x
+        for sub in subs
+        for name, p in dict(sub.choices).items()
+        if seen[id(p)] == name
+        for x in _leaves(p, [*words, name])
+    ]
+
+
+def _every_leaf() -> list[tuple[str, list[str], int]]:
+    """(program, the leaf's words, how many positionals it needs) for both CLIs."""
+    from cernvm_build.cli import launch
+
+    out = []
+    for program, root in (("cernvm-build", build_parser()), ("cernvm-launch", launch.build_parser())):
+        for words, leaf in _leaves(root, []):
+            needed = [a for a in leaf._actions if not a.option_strings and a.nargs not in ("?", "*")]
+            json_flag = ["--json"] if any("--json" in a.option_strings for a in leaf._actions) else []
+            required = [
+                w
+                for a in leaf._actions
+                if a.option_strings and a.required
+                for w in (a.option_strings[0], "x")
+            ]
+            out.append((program, words, json_flag + required, [str((a.choices or ["x"])[0]) for a in needed]))
+    return out
+
+
+@pytest.mark.parametrize(("program", "words", "flags", "positionals"), _every_leaf(), ids=lambda v: str(v))
+def test_every_leaf_s_unknown_flag_is_one_document_naming_its_own_help(
+    program: str,
+    words: list[str],
+    flags: list[str],
+    positionals: list[str],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """pr28c: in a group with a default subcommand (image, container, release), a mistyped flag of
+    `image el9 --plna` or `image build el9 --output x` was hinted "see 'cernvm-build image --help'",
+    which lists no flag of `image build`; with --json every leaf's usage error is stdout's one document.
+    A near flag is named: Python 3.11's argparse suggests nothing."""
+    from cernvm_build.cli import launch
+
+    entry = main if program == "cernvm-build" else launch.main
+    argv = [*words, *flags, "--verbsoe", *positionals]
+    if words[-1] == "ssh":  # its COMMAND takes every word after the target
+        argv = [*words, "--verbsoe", "x"]
+    with pytest.raises(SystemExit) as e:
+        entry(argv)
+    got = capsys.readouterr()
+    assert e.value.code == 2, got
+    hint = f"did you mean '--verbose'? see '{program} {' '.join(words)} --help'"
+    if words == ["help"]:  # (no flag of its own)
+        hint = hint.removeprefix("did you mean '--verbose'? ")
+    assert f"hint: {hint}" in got.err, got.err
+    if "--json" in flags:
+        assert json.loads(got.out)["hint"] == hint
+
+
+def test_a_concept_s_flag_is_spelt_alike_in_every_command() -> None:
+    """pr28c: `--jobs` was `-j/--jobs` in cvmfs and image but `--jobs` alone in site, mirror and release;
+    the output was `--out` in 20 commands and `-o/--output` in four (`image build --output` failed;
+    `image seed --out` worked only as an abbreviation of --output)."""
+    from cernvm_build.cli import launch
+
+    alike = {"--jobs": {"-j"}, "--output": {"--out"}}
+    wrong = []
+    for root in (build_parser(), launch.build_parser()):
+        for words, leaf in _leaves(root, [root.prog]):
+            for action in leaf._actions:
+                for flag, also in alike.items():
+                    if flag in action.option_strings and not also <= set(action.option_strings):
+                        wrong.append(f"{' '.join(words)} {'/'.join(action.option_strings)}")
+    assert not wrong, wrong
+
+
+def test_every_json_flag_says_an_error_is_a_document_too() -> None:
+    """pr28c: --json's help said only "print the result as JSON"; a script's author could not learn
+    from it that a failure is a JSON document too, nor its keys."""
+    from cernvm_build.cli import launch
+
+    for root in (build_parser(), launch.build_parser()):
+        for words, leaf in _leaves(root, [root.prog]):
+            for a in leaf._actions:
+                if "--json" in a.option_strings:
+                    assert '"error", "message", "where", "hint", "exit_code"' in (a.help or ""), words
+
+
+def test_a_profile_setting_s_flag_shows_one_item_as_its_example() -> None:
+    """pr28c: `image build --help` said of --server "...e.g. http://x/cvmfs/@fqrn@; http(s) URL; e.g.
+    [http://x/cvmfs/@fqrn@]": the same example twice, the second as a YAML list the flag does not take."""
+    image = next(a for a in build_parser(["image"])._actions if isinstance(a, argparse._SubParsersAction))
+    build = next(a for a in image.choices["image"]._actions if isinstance(a, argparse._SubParsersAction))
+    server = next(a for a in build.choices["build"]._actions if "--server" in a.option_strings)
+    assert server.help is not None and "[" not in server.help and server.help.count("e.g.") == 1, server.help
+
+
+def test_every_option_s_help_names_its_default() -> None:
+    """pr28c: `container build --out` (build/containers), `cvmfs publish --base-path` (/) and
+    `cernvm-launch console --lines` (50) did not say what they are when not given."""
+    from cernvm_build.cli import launch
+
+    unnamed = []
+    for root in (build_parser(), launch.build_parser()):
+        for words, leaf in _leaves(root, [root.prog]):
+            for a in leaf._actions:
+                if not a.option_strings or a.default in (None, False, True, [], 0, "", argparse.SUPPRESS):
+                    continue
+                text = (a.help or "") % {"default": a.default} if a.help else ""
+                if "default" not in text and str(a.default) not in text:
+                    unnamed.append(f"{' '.join(words)} {'/'.join(a.option_strings)}: {a.default!r}")
+    assert not unnamed, unnamed
+
+
+@pytest.mark.parametrize(
+    ("argv", "meant"),
+    [
+        (["imgae", "el9"], "'image'"),
+        (["site", "biuld"], "'build'"),
+        (["image", "el9", "--output", "x"], "'--out'"),  # the command spells it --out
+        (["release", "2026.11-1", "--profils", "el9"], "'--profiles'"),
+        (["mirror", "verify", "ymu", "s3://b/p"], "'yum'"),
+    ],
+)
+def test_a_mistyped_word_is_hinted_what_it_was_near(
+    argv: list[str], meant: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        main(argv)
+    assert f"hint: did you mean {meant}? see " in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["mirror", "yum", "SRC", "bucket/p"],
+        ["mirror", "apt", "SRC", "bucket/p"],
+        ["mirror", "sync", "SRC", "bucket/p"],
+        ["mirror", "verify", "yum", "bucket/p"],
+        ["site", "publish", "bucket/p", "--no-build"],
+    ],
+)
+def test_a_destination_that_is_no_s3_url_is_a_usage_error_in_every_command(
+    argv: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """pr28c: the same mistake had exit code 2 in site/release publish and 9 ("mirror failed") in mirror."""
+    pytest.importorskip("boto3")
+    argv = [str(tmp_path) if w == "SRC" else w for w in argv]
+    assert main([*argv, "--json"]) == 2
+    assert "'bucket/p' is not an s" in json.loads(capsys.readouterr().out)["error"].lower()
+
+
+@pytest.mark.parametrize("where", ["imports", "parse"])
+def test_ctrl_c_before_the_command_begins_is_an_interrupt_not_a_traceback(
+    where: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """pr28c: Ctrl-C in a command's first ~0.3 s (its area's modules imported, its line parsed) was a
+    KeyboardInterrupt traceback and exit 1 (or death by SIGINT), and no --json document."""
+    from cernvm_build.cli import main as main_module
+
+    def interrupted(*_a: object, **_k: object) -> None:
+        raise KeyboardInterrupt
+
+    if where == "imports":
+        monkeypatch.setattr(main_module, "build_parser", interrupted)
+    else:
+        monkeypatch.setattr(argparse.ArgumentParser, "parse_args", interrupted)
+    try:
+        code = main(["profiles", "list", "--json"])
+    except KeyboardInterrupt:
+        pytest.fail("the interrupt escaped main(): a traceback for the user")
+    got = capsys.readouterr()
+    assert code == 130 and json.loads(got.out)["exit_code"] == 130 and got.err == "interrupted\n"
+
+
+@pytest.mark.parametrize("flag", ["--json", "--jso", "--js"])
+def test_a_usage_error_of_a_json_line_is_a_document_however_json_is_abbreviated(
+    flag: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """pr28c: argparse takes `--js` for --json, so the command's own errors were JSON documents, but a
+    usage error of the same line (found before the flags are) was plain text with an empty stdout."""
+    with pytest.raises(SystemExit):
+        main(["profiles", "show", flag])  # NAME missing
+    assert json.loads(capsys.readouterr().out)["exit_code"] == 2
+
+
 def test_usage_error_exit_code_2() -> None:
     with pytest.raises(SystemExit) as e:
         main(["--no-such-flag"])

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from cernvm_build import utcdate
 from cernvm_build.cli.main import main
 from tests.support.killed import killed_in_atomic_file
 
@@ -32,6 +33,24 @@ def test_info_and_default_key_discovery(fx: Fixture, capsys: pytest.CaptureFixtu
     assert d["fqrn"] == FQRN and d["revision"] == 2 and d["files"] == 66  # type: ignore[index]
     d = run_json(capsys, "cvmfs", "info", str(fx.repo), "--tag", "slc4-frozen", "--json")
     assert d["root_hash"] == ROOT_REV1 and d["tag"] == "slc4-frozen"  # type: ignore[index]
+    # pr28c: the dates of --json in one form (it was '2036-11-22T04:21:43+00:00' here, ...Z elsewhere)
+    assert utcdate.PATTERN.match(d["whitelist"]["expires"])  # type: ignore[index]
+
+
+@pytest.mark.parametrize("extra", [[], ["--no-verify"], ["--key", "KEY"]])
+def test_a_local_source_that_is_not_there_is_said_so(
+    fx: Fixture, tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str]
+) -> None:
+    """pr28c: a typo in a local SOURCE said "no public key found to verify the repository" (the key
+    look-up came first); with --no-verify "invalid repository name 'x'", with --key "manifest not
+    found ... the hash is wrong"."""
+    key = next((fx.root / "keys").glob("*.pub"))
+    extra = [str(key) if w == "KEY" else w for w in extra]
+    for source, said in ((tmp_path / "no-such" / FQRN, "no such folder"), (key, "not a folder")):
+        assert main(["cvmfs", "info", str(source), "--json", *extra]) == 5
+        doc = json.loads(capsys.readouterr().out)
+        assert doc["error"] == f"{source}: {said}", doc
+        assert "Stratum folder" in doc["hint"]
 
 
 def test_ls_cat_and_tag_list(fx: Fixture, capsys: pytest.CaptureFixture[str]) -> None:
@@ -334,3 +353,12 @@ def test_ls_json_stopped_half_way_is_one_document_part_and_one_line(
     assert "error: a catalog below is damaged" in got.err
     assert main(["cvmfs", "ls", str(fx.root), "/no-such", "--json"]) != 0
     assert json.loads(capsys.readouterr().out)["error"]
+
+
+def test_ls_recursive_json_of_a_missing_path_is_the_error_document(
+    fx: Fixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """pr28c: `cvmfs ls SRC /no-such -R --json` wrote '[' and then the error line on stderr: stdout held
+    no JSON document at all (the walk's first step is where the path is looked up)."""
+    assert main(["cvmfs", "ls", str(fx.root), "/no-such", "-R", "--json"]) == 5
+    assert "no such file" in json.loads(capsys.readouterr().out)["error"]

@@ -3,6 +3,7 @@ outside the tree is ever read, nothing blocks, and each problem is one line nami
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -414,3 +415,31 @@ def test_a_damaged_object_is_refused_before_any_of_it_is_inflated(tmp_path: Path
     path.write_bytes(good[:-10])  # a stream cut short: its hash says so first
     with pytest.raises(IntegrityError, match="does not match its hash"):
         previous.read_object(stratum, name, "C", "catalog /")
+
+
+@pytest.mark.parametrize("stratum", ["S3://bucket/r", "s3:/bucket/r", "http://host/cvmfs/r"])
+def test_a_mistyped_s3_url_makes_no_local_folder(
+    stratum: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """pr28c: `cvmfs create S3://b/r` (or s3:/b/r, or an http URL) said "created ..." and exit 0: it made
+    the local folder 'S3:' in the working directory (the mirror refuses the same URL)."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["cvmfs", "keygen", FQRN, "--out", "keys", "-q"]) == 0
+    assert main(["cvmfs", "create", stratum, "--fqrn", FQRN, "--keys", "keys", "--json"]) == 2
+    assert "is not an s3:// URL" in json.loads(capsys.readouterr().out)["error"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keys"]
+    assert main(["cvmfs", "create", f"./{stratum}", "--fqrn", FQRN, "--keys", "keys", "-q"]) == 0  # said so
+
+
+def test_create_and_publish_json_name_the_repository(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """pr28c: every cvmfs --json result names its repository ('fqrn': info, verify, replicate, keygen)
+    but create's and publish's."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "src").mkdir()
+    assert main(["cvmfs", "keygen", FQRN, "--out", "keys", "-q"]) == 0
+    assert main(["cvmfs", "create", "srv", "--fqrn", FQRN, "--keys", "keys", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["fqrn"] == FQRN
+    assert main(["cvmfs", "publish", "srv", "src", "--keys", "keys", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["fqrn"] == FQRN

@@ -243,7 +243,10 @@ def test_import_takes_the_boot_disk_of_an_ova(
     cli: None, image: Path, tmp_path: Path, launch_env: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     ova = _ova(tmp_path, image)
-    assert launch("import", "--name", "cli-ova", "--memory", "512", str(ova)) == 0
+    capsys.readouterr()
+    # --json as for create (pr28c: import, which creates an instance too, had none)
+    assert launch("import", "--name", "cli-ova", "--memory", "512", str(ova), "--json") == 0
+    assert json.loads(capsys.readouterr().out)["name"] == "cli-ova"
     cached = launch_env / "images" / "CernVM-old.hdd"
     data, original = cached.read_bytes(), image.read_bytes()
     assert data[: len(original)] == original and not data[len(original) :].strip(b"\0")  # same disk, padded
