@@ -48,6 +48,17 @@ def data_root(name: str) -> tuple[str, Path]:
     return _xdg("XDG_DATA_HOME", ".local/share", name)
 
 
+def launch_root() -> tuple[str, Path]:
+    """The launch home a variable places and that variable: ``$CERNVM_LAUNCH_HOME`` (``~`` expanded;
+    it may be relative: ``launch.instances.default_home`` refuses that), else ``data_root``'s
+    ``cernvm-launch``. The one rule of ``default_home`` (which also knows the system daemon's folder and
+    a legacy ``~/.cernvm``, no variable's) and ``variable_behind``."""
+    home = os.environ.get("CERNVM_LAUNCH_HOME")
+    if home:
+        return "CERNVM_LAUNCH_HOME", Path(os.path.expanduser(home))
+    return data_root("cernvm-launch")
+
+
 def _xdg(variable: str, default: str, name: str) -> tuple[str, Path]:
     xdg = os.environ.get(variable, "")
     if os.path.isabs(xdg):
@@ -96,12 +107,8 @@ def variable_behind(path: str, errno_: int | None) -> tuple[str, Path] | None:
     bug (``cli.app`` lets it be a traceback). Nor is another error below a folder that takes writes
     (a full disk, a file of root's in the cache): its own hint, naming the file (``_unwritable``).
     """
-    roots = [cache_root()]
-    home = os.environ.get("CERNVM_LAUNCH_HOME")
-    # launch.instances.default_home's order; a relative one is refused there before anything is made
-    roots.append(
-        ("CERNVM_LAUNCH_HOME", Path(os.path.expanduser(home))) if home else data_root("cernvm-launch")
-    )
+    # (a relative launch home is refused by ``default_home`` before anything is made)
+    roots = [cache_root(), launch_root()]
     failed = Path(path)
     for variable, root in roots:
         if not root.is_absolute():

@@ -14,6 +14,7 @@ from __future__ import annotations
 import ast
 import contextlib
 import fcntl
+import functools
 import json
 import os
 import re
@@ -156,7 +157,7 @@ def collect_modules(
                 ",".join(entries),
                 *map(str, path),
             ],
-            env=NO_LOADER_ENV,
+            env=loader_env(python),
         )
         found: dict[str, tuple[bool, Path]] = {}
         for line in proc.stdout.decode().splitlines():
@@ -194,6 +195,25 @@ class Runtime:
 #: The caller's library path and preloads are no input of the runtime: ``ldd`` named the libz of an
 #: ``LD_LIBRARY_PATH`` folder, and that file went into the initrd (an empty value is no path).
 NO_LOADER_ENV = {"LD_LIBRARY_PATH": "", "LD_PRELOAD": ""}
+_NOT_FOUND = re.compile(r"^\s*(\S+) => not found", re.M)
+
+
+@functools.lru_cache(maxsize=8)
+def loader_env(python: str) -> dict[str, str]:
+    """The loader's environment the target interpreter runs in and ``ldd`` reads its runtime's
+    binaries in: ``NO_LOADER_ENV`` (the caller's path is no input), except for an interpreter whose
+    own libraries the loader finds only through a path (a build in /opt with shared libraries and no
+    run path: ``libpython3.X.so.1.0 => not found``, refused until then), which gets its installation's
+    ``lib`` folder beside its ``bin``, and only that, and only when every library not found is there:
+    a folder named by the interpreter's path (in the cache key), not by the caller's environment. An
+    interpreter that starts without it (Debian's, a run path's) runs as before: the same libraries."""
+    exe = Path(python).resolve()
+    own = exe.parent.parent / "lib"
+    proc = run(["ldd", str(exe)], check=False, env=NO_LOADER_ENV)
+    missing = _NOT_FOUND.findall(proc.stdout.decode(errors="replace"))
+    if missing and all((own / name).is_file() for name in missing):
+        return {**NO_LOADER_ENV, "LD_LIBRARY_PATH": str(own)}
+    return NO_LOADER_ENV
 
 
 def _isolated(python: str) -> list[str]:
@@ -210,9 +230,10 @@ def default_python() -> str:
     return "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
 
 
-def ldd(path: Path | str) -> list[Path]:
-    """The shared libraries ``path`` needs (resolved), including the dynamic loader."""
-    proc = run(["ldd", str(path)], check=False, env=NO_LOADER_ENV)
+def ldd(path: Path | str, env: dict[str, str] = NO_LOADER_ENV) -> list[Path]:
+    """The shared libraries ``path`` needs (resolved), including the dynamic loader; ``env``: the
+    loader's (``loader_env``)."""
+    proc = run(["ldd", str(path)], check=False, env=env)
     libs: list[Path] = []
     for line in proc.stdout.decode(errors="replace").splitlines():
         m = re.search(r"=>\s*(/\S+)", line) or re.match(r"\s*(/\S+)\s+\(", line)
@@ -369,7 +390,7 @@ def build_runtime(
         for name, (pkg, f) in sorted(mods.items())
         if f.suffix == ".py"
     ]
-    proc = run([*_isolated(python), "-c", _COMPILE], input=json.dumps(py).encode(), env=NO_LOADER_ENV)
+    proc = run([*_isolated(python), "-c", _COMPILE], input=json.dumps(py).encode(), env=loader_env(python))
     info = json.loads(proc.stdout)
     libdir = dest / "lib"
     dyn = libdir / f"python{info['v']}" / "lib-dynload"
@@ -392,7 +413,7 @@ def build_runtime(
             binaries.append(f)
     libs: set[Path] = {deflate}
     for binary in binaries:
-        libs.update(ldd(binary))
+        libs.update(ldd(binary, loader_env(python)))
     for lib in sorted(libs):
         shutil.copy2(lib.resolve(), libdir / lib.name)
     return Runtime(

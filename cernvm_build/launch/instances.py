@@ -28,7 +28,7 @@ import libvirt
 from .. import paths
 from ..errors import InstanceError, LaunchError, UsageError
 from ..fsutil import held_lock, open_regular
-from ..paths import data_root
+from ..paths import launch_root
 from . import domain, storage, tunnel
 from .domain import Metadata
 
@@ -49,14 +49,13 @@ def default_home(uri: str) -> Path:
     must sit outside root's 0700 home; a session daemon's qemu is the user, whose data folder
     (``$XDG_DATA_HOME/cernvm-launch``, ``~/.local/share/cernvm-launch``) it can use. A ``~/.cernvm``
     made by an earlier launch stays in use, so its instances are not lost."""
-    env = os.environ.get("CERNVM_LAUNCH_HOME")
-    if env:
+    variable, path = launch_root()
+    if variable == "CERNVM_LAUNCH_HOME":
         # A relative one was a different home in every working folder, and the instance made there
         # was broken at once (its folder on record is not absolute: ``_foreign_paths``)
-        path = Path(os.path.expanduser(env))
         if not path.is_absolute():
             raise UsageError(
-                f"$CERNVM_LAUNCH_HOME {env[:200]!r} is not an absolute path",
+                f"$CERNVM_LAUNCH_HOME {os.environ[variable][:200]!r} is not an absolute path",
                 hint="set it to the full path of the launch home, e.g. $HOME/cernvm-launch",
             )
         return path
@@ -65,7 +64,7 @@ def default_home(uri: str) -> Path:
     legacy = paths.home() / ".cernvm"
     if legacy.is_dir():
         return legacy
-    return data_root("cernvm-launch")[1]
+    return path
 
 
 @dataclass(frozen=True)

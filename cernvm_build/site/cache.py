@@ -332,7 +332,9 @@ class State:
         return pickle.loads(row[0])  # type: ignore[no-any-return]
 
     def md_html(self, keys: list[str]) -> dict[str, str]:
-        return {key: html for key, html in self._rows("md", ("html",), keys)}
+        """The rendered Markdown of these keys; from a forked write worker too (``write._fetched``)."""
+        with self._here() as db:
+            return {key: html for key, html in _rows(db, "md", ("html",), keys)}
 
     def _rows(self, table: str, columns: tuple[str, ...], keys: list[str]) -> list[tuple[Any, ...]]:
         return _rows(self.db, table, columns, keys)

@@ -64,12 +64,14 @@ def _work(
     size: int,
     runs: int,
     each: Callable[[tuple[int, list[Any]]], object] | None = None,
+    keep: Callable[[list[Any]], list[Any]] | None = None,
 ) -> list[Any]:
     """``(run number, results)`` of each run this process takes from the shared pipe ``runs``; ``each``
-    is called with each as it is made."""
+    is called with each as it is made; ``keep``: ``fork_map``'s."""
     done = []
     while (run := _next_run(runs)) is not None:
-        done.append((run, [fn(shared, item) for item in items[run * size : (run + 1) * size]]))
+        results = [fn(shared, item) for item in items[run * size : (run + 1) * size]]
+        done.append((run, keep(results) if keep is not None else results))
         if each is not None:
             each(done[-1])
     return done
@@ -85,10 +87,16 @@ def _send(fd: int, message: object) -> None:
 class _Inbox:
     """A child's messages, read as they arrive (``drain``, between this process's runs) or to the end
     (``finish``): ``(run number, results)`` of each run, then ``("end", None)``, or ``("error", text)``.
-    ``arrived``: called with each run's (number, results) as it is read."""
+    ``arrived``: called with each run's (number, results) as it is read; ``keep``: ``fork_map``'s."""
 
-    def __init__(self, fd: int, arrived: Callable[[int, list[Any]], object] | None = None):
+    def __init__(
+        self,
+        fd: int,
+        arrived: Callable[[int, list[Any]], object] | None = None,
+        keep: Callable[[list[Any]], list[Any]] | None = None,
+    ):
         self.fd = fd
+        self.keep = keep
         self.buf = bytearray()
         self.runs: list[tuple[int, list[Any]]] = []
         self.error: str | None = None
@@ -112,6 +120,8 @@ class _Inbox:
             elif tag == "error":
                 self.error = payload
             else:
+                if self.keep is not None:
+                    payload = self.keep(payload)
                 self.runs.append((tag, payload))
                 if self.arrived is not None:
                     self.arrived(tag, payload)
@@ -202,6 +212,7 @@ def fork_map(
     size: int | None = None,
     first: bool = True,
     arrived: Callable[[int, list[Any]], object] | None = None,
+    keep: Callable[[list[Any]], list[Any]] | None = None,
 ) -> list[R]:
     """``[fn(shared, item) for item in items]``, in up to ``jobs`` processes (this one and forked
     children); order kept. ``least``: fewer items run in this process (items that are each much work:
@@ -210,17 +221,23 @@ def fork_map(
     already cut into runs of their own: 1; else ``run_size``'s). ``first``: the first item is done before
     the fork (False: the caller did that warm-up work itself). ``arrived``: called in this process with
     each forked child's run, (run number, results), as it is read: between this process's runs, and
-    while it waits for the children at the end (an exception it raises ends the map, as one here)."""
+    while it waits for the children at the end (an exception it raises ends the map, as one here).
+    ``keep``: called in this process with each run's results (this process's as it makes them, a
+    child's as it reads them) before they are held; what it returns is held in their place (the render
+    step keeps the HTML past its budget in the state: a site's rendered pages are not all held)."""
     if jobs <= 1 or len(items) < least:
         if meanwhile is not None:
             meanwhile()
-        return [fn(shared, item) for item in items]
+        if keep is None:
+            return [fn(shared, item) for item in items]
+        return [r for item in items for r in keep([fn(shared, item)])]
     # The first item before the fork: what it makes on first use (lazy imports, compiled patterns,
     # parsers, caches) is then made once and inherited, not again in every child.
     done: list[tuple[int, list[Any]]] = []
     rest = items
     if first:
-        done.append((-1, [fn(shared, items[0])]))
+        results = [fn(shared, items[0])]
+        done.append((-1, keep(results) if keep is not None else results))
         rest = items[1:]
     size = max(size or run_size(len(rest), jobs), -(-len(rest) // MAX_RUNS))
     count = -(-len(rest) // size)
@@ -244,7 +261,7 @@ def fork_map(
                 pid = os.fork()
                 if pid == 0:
                     _child(fn, shared, rest, size, runs, wr, [r, *(o.fd for _pid, o in children)], mask)
-                children.append((pid, _Inbox(r, arrived)))
+                children.append((pid, _Inbox(r, arrived, keep)))
                 os.close(wr)
             finally:
                 if pid == -1:  # not forked (EAGAIN, ENOMEM, an interrupt): no child to hand the pipe to
@@ -259,7 +276,7 @@ def fork_map(
 
         if meanwhile is not None:
             meanwhile()
-        done += _work(fn, shared, rest, size, runs, drain)
+        done += _work(fn, shared, rest, size, runs, drain, keep)
         while children:
             # pop before reading: the read end is closed here whatever happens
             pid, inbox = children.pop(0)

@@ -50,6 +50,11 @@ FENCE_OPEN = re.compile(rb"\n(`{3,}|~{3,})([^\n]*)\n")
 MANY_BLOCKS = 100
 #: a file's stat is trusted (its digest not taken again) only once it is this old (module docstring)
 SETTLED_NS = 2_000_000_000
+#: the rendered Markdown (HTML and search text, in characters) the render step hands the write step in
+#: memory; the sources rendered past it are kept in the state at once and the write step reads their
+#: HTML back a unit at a time (~15 KB a page held to the build's end: 150 MB at 10,000 pages). A site
+#: under it (the bench's 4,000 pages hold ~58 MB) renders as before.
+HELD_MAX = 64 << 20
 #: what the state knows of a source: file -> ((size, mtime, ctime, inode), digest, generate name)
 Known = dict[str, tuple[tuple[int, int, int, int], str, str]]
 
@@ -519,18 +524,19 @@ def render_markdown(
     meanwhile: Callable[[], object] | None = None,
     fences: Mapping[str, list[bytes]] | None = None,
     warn: Callable[[str], object] | None = None,
-) -> tuple[dict[str, str], dict[str, ContentText], Callable[[], None]]:
+) -> tuple[dict[str, str | None], dict[str, ContentText], Callable[[], None]]:
     """Render the sources whose key is not cached (``metas`` gains them), with the code blocks earlier
     builds highlighted and the front matters of ``earlier`` (keys of former versions of the sources,
-    in ``metas``) parsed. Returns {key: html}, {key: what the search index reads of it} (where the
-    Markdown stage could tell, ``mdhtml``) and what keeps them in the state (once, however often
+    in ``metas``) parsed. Returns {key: html, or None where it was kept in the state at once (past
+    ``HELD_MAX``)}, {key: what the search index reads of it} (where the Markdown stage could tell,
+    ``mdhtml``; none of those kept at once) and what keeps the rest in the state (once, however often
     called): the builder calls it while the pages are written (serial work the other processes do not
     wait for), or when a step before that fails. ``meanwhile``: the builder's work done here while the
     workers render, when there is anything to render (``parallel.fork_map``); ``fences``:
     ``Sources.fences`` (``warm_highlighting``); ``warn``: given the warnings of the sources rendered
     now (a misspelt front matter key), said once, when the source is rendered."""
     todo = sorted((s for s in planned.values() if s.key not in metas), key=lambda s: (s.key, s.rel))
-    fresh: dict[str, str] = {}
+    fresh: dict[str, str | None] = {}
     texts: dict[str, ContentText] = {}
     if not todo:
         return fresh, texts, nothing
@@ -548,13 +554,33 @@ def render_markdown(
     # the lexers' (and templates') patterns compiled by an earlier build on this Python: made from
     # their code, not compiled again (``recache``)
     patterns = recache.Patterns(state.memo(recache.MEMO))
+    held = 0
+
+    def keep(run: list[Any]) -> list[Any]:
+        # each run's results as they are made or arrive: past ``HELD_MAX`` kept in the state at once and
+        # dropped (their HTML and search text), so what the render step holds is bounded
+        nonlocal held
+        spilled = []
+        for n, res in enumerate(run):
+            if len(res) == 6:
+                key, meta, html, code, text, warned = res
+                held += len(html) + (_text_size(text) if text is not None else 0)
+                if held > HELD_MAX:
+                    spilled.append((key, meta, html))
+                    run[n] = (key, meta, None, code, None, warned)
+        if spilled:
+            state.put_md(spilled)
+        return run
+
     try:
         with recache.kept(patterns):
             # (with one job too: the lexers of many blocks joined at once); made by two processes,
             # this one does ``meanwhile`` there instead
             if total >= PARALLEL_MIN and warm_highlighting(todo, fences, jobs, meanwhile):
                 meanwhile = None
-            results = fork_map(_render_source, (known_code, known_fm), todo, jobs, meanwhile=meanwhile)
+            results = fork_map(
+                _render_source, (known_code, known_fm), todo, jobs, meanwhile=meanwhile, keep=keep
+            )
     finally:
         known_code.close()
     for n, res in enumerate(results, 1):
@@ -570,7 +596,8 @@ def render_markdown(
         new_code.update(code)
         metas[key] = meta
         fresh[key] = html
-        rows.append((key, meta, html))
+        if html is not None:  # (else kept in the state by ``keep``)
+            rows.append((key, meta, html))
         if n % 50 == 0 or n == total:
             reporter.progress("markdown", n, total)
     if errors:
@@ -588,6 +615,10 @@ def render_markdown(
                 state.put_memo(recache.MEMO, entries)
 
     return fresh, texts, store
+
+
+def _text_size(text: ContentText) -> int:
+    return len(text.lead) + len(text.title) + sum(len(h) + len(t) for _i, h, t in text.sections)
 
 
 def nothing() -> None:

@@ -9,11 +9,12 @@ it into place at the end, ``fsutil.atomic_dir``): there each file is written onc
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
 import re
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,7 @@ class Work(NamedTuple):
     out_dir: Path
     env: tpl_mod.Environment
     html: dict[str, str]  # rendered Markdown by key
+    fetch: bool  # some the pages show is not in ``html``: read from the state a unit at a time (``_fetched``)
     sidebar_items: dict[str, tuple[list[dict[str, Any]], str]]  # the plan's sidebars by "section:open dir"
     sidebars: dict[str, str]  # their HTML, rendered where first used (each process its own)
     pageset: PageSet
@@ -134,6 +136,38 @@ def _do_unit(
     work: Work, unit: Unit
 ) -> tuple[Sequence[Written | tuple[str, str, str] | None], ShardMade | None]:
     jobs, shard_no = unit
+    with _fetched(work, jobs):
+        return _do_jobs(work, jobs, shard_no)
+
+
+@contextlib.contextmanager
+def _fetched(work: Work, jobs: Sequence[int]) -> Iterator[None]:
+    """The rendered Markdown these outputs show that is not in ``work.html`` (kept in the state by the
+    render step, past ``sources.HELD_MAX``) read for them, one query, and dropped after them."""
+    if not work.fetch:  # (a search of every context: ~0.02 CPU-s of a 1,000-page build)
+        yield
+        return
+    need = {
+        v.key
+        for i in jobs
+        if (ctx := work.jobs[i].context)
+        for v in _lates(ctx)
+        if v.kind == "content" and v.key not in work.html
+    }
+    if not need:
+        yield
+        return
+    work.html.update(work.state.md_html(sorted(need)))
+    try:
+        yield
+    finally:
+        for key in need:
+            work.html.pop(key, None)
+
+
+def _do_jobs(
+    work: Work, jobs: tuple[int, ...], shard_no: int | None
+) -> tuple[Sequence[Written | tuple[str, str, str] | None], ShardMade | None]:
     # the extracts of a shard's pages, also as its files read them (no pickle read back here)
     parsed: dict[str, Postings] | None = None if shard_no is None else {}
     results: list[Written | tuple[str, str, str]] = []
@@ -260,7 +294,7 @@ def execute(
     old: dict[str, tuple[str, int, int]],
     env: tpl_mod.Environment,
     state: State,
-    fresh: dict[str, str],
+    fresh: dict[str, str | None],
     jobs: int,
     reporter: Reporter,
     *,
@@ -282,8 +316,10 @@ def execute(
 ]:
     """Write what changed; returns (jobs written, state rows for them, outputs removed, search extracts
     of the written pages among ``extract``, search shards made: bundle -> ``search.write_shard``'s
-    result). ``new``: the output folder is new and empty (see the module docstring); ``texts``: what
-    the search index reads of rendered Markdown (by key; a page showing other Markdown is read whole);
+    result). ``fresh``: the rendered Markdown of this build by key (None: kept in the state only, read
+    back a unit at a time). ``new``: the output folder is new and empty (see the module docstring);
+    ``texts``: what the search index reads of rendered Markdown (by key; a page showing other Markdown
+    is read whole);
     ``meanwhile``: the builder's serial work, done here while the workers write (``parallel.fork_map``);
     ``shards``: search shards to make here, each by the worker that writes its pages
     (``search.for_write``; one whose pages did not all give an extract is left to the index step),
@@ -311,7 +347,7 @@ def execute(
                 if v.kind == "content" and v.key not in fresh
             }
         )
-    html = dict(fresh)
+    html = {key: text for key, text in fresh.items() if text is not None}
     html.update(state.md_html(need_md))
     made = {str(out_dir)} if new else None
     forked = jobs if jobs > 1 and len(todo) >= parallel.PARALLEL_MIN else 0
@@ -328,6 +364,7 @@ def execute(
         out_dir,
         env,
         html,
+        any(text is None for text in fresh.values()),
         plan.sidebars,
         {},
         pageset,
@@ -347,7 +384,8 @@ def execute(
     if warm is not None:
         # the first page of the first shard, here before the fork: what it makes on first use (the
         # page's template compiled, its lexers...) is made once and inherited; its extract with it
-        results[warm] = _do_job_safe(work, warm)
+        with _fetched(work, (warm,)):
+            results[warm] = _do_job_safe(work, warm)
         if isinstance(results[warm][2], tuple):
             work.known[todo[warm].out] = results[warm][2]
     built: dict[str, ShardMade] = {}

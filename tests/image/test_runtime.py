@@ -224,3 +224,52 @@ def test_the_callers_folder_and_environment_are_no_input(
     monkeypatch.setenv("PYTHONOPTIMIZE", "2")
     monkeypatch.setenv("LD_LIBRARY_PATH", str(libs))
     assert _files(build_runtime(tmp_path / "again", entries=entries).root) == plain
+
+
+def _without_run_path(tmp_path: Path) -> Path:
+    """A copy of this Python's interpreter laid out as a build in /opt with shared libraries and no
+    run path (``prefix/bin/python3.X`` needing ``prefix/lib/libpython3.X.so.1.0``): its RUNPATH made
+    to name a folder that does not exist and its libpython a name no system folder holds (Debian's
+    libpython3.X package would be found: same length, ``libpyth0n``), its lib/ links to the real
+    one's files."""
+    import sys
+    import sysconfig
+
+    exe = Path(sys.executable).resolve()
+    libdir = Path(sysconfig.get_config_var("LIBDIR") or "/nonexistent")
+    soname = sysconfig.get_config_var("INSTSONAME") or ""
+    data = exe.read_bytes()
+    where = str(libdir).encode()
+    needed = soname.encode() + b"\0"
+    if not soname or not (libdir / soname).is_file() or data.count(where + b"\0") != 1 or needed not in data:
+        pytest.skip("this Python is not a shared-library build with its lib folder as its run path")
+    odd = soname.replace("libpython", "libpyth0n", 1)
+    prefix = tmp_path / "opt"
+    (prefix / "bin").mkdir(parents=True)
+    (prefix / "lib").mkdir()
+    patched = prefix / "bin" / exe.name
+    data = data.replace(where + b"\0", b"/" + b"x" * (len(where) - 1) + b"\0")
+    patched.write_bytes(data.replace(needed, odd.encode() + b"\0"))
+    patched.chmod(0o755)
+    (prefix / "lib" / odd).symlink_to(libdir / soname)
+    version = f"python{sys.version_info[0]}.{sys.version_info[1]}"
+    (prefix / "lib" / version).symlink_to(libdir / version)
+    return patched
+
+
+def test_an_interpreter_that_needs_its_own_library_folder_to_start_is_taken(tmp_path: Path) -> None:
+    """The target runs with no library path (the caller's is no input: the test above), so a Python
+    built in /opt whose libpython the loader finds only through one was refused at image build. Its
+    own installation's lib/ (beside its bin/, named by its path) is its path now, and only that."""
+    python = _without_run_path(tmp_path)
+    bare = subprocess.run([str(python), "-c", "pass"], env={"LD_LIBRARY_PATH": ""}, capture_output=True)
+    assert bare.returncode != 0 and b"libpyth0n" in bare.stderr  # it needs the path to start
+    rt = build_runtime(tmp_path / "rt", python=str(python), entries=("cernvm_build.numtext",))
+    soname = next(name for name in rt.libraries if name.startswith("libpyth0n"))
+    assert (tmp_path / "rt" / "lib" / soname).is_file()
+    env = runtime.loader_env(str(python))
+    assert env == {**runtime.NO_LOADER_ENV, "LD_LIBRARY_PATH": str(python.parent.parent / "lib")}
+    # an interpreter that starts without one keeps none (Debian's, one with a run path)
+    import sys
+
+    assert runtime.loader_env(sys.executable) == runtime.NO_LOADER_ENV

@@ -832,3 +832,33 @@ def test_a_second_create_or_a_destroy_of_a_name_being_created_is_refused(
     assert not (launch_env / "run" / "new").exists()
     assert instances.destroy(conn, "twin", force=True, home=launch_env) is None
     assert sorted(p.name for p in (launch_env / "run").iterdir()) == []
+
+
+def test_the_launch_home_is_placed_by_one_rule_for_the_home_and_the_error_naming_its_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``default_home`` and ``paths.variable_behind`` (the one-line error naming the variable that put
+    the launch home where nothing can be made) read the variables by one rule, ``paths.launch_root``:
+    ``variable_behind`` repeated ``default_home``'s order."""
+    import errno
+
+    from cernvm_build import paths
+
+    monkeypatch.setenv("HOME", str(tmp_path / "user"))
+    monkeypatch.setenv("CERNVM_CACHE_DIR", str(tmp_path / "cache"))
+    cases = [
+        ({"CERNVM_LAUNCH_HOME": "~/launch"}, "CERNVM_LAUNCH_HOME", tmp_path / "user/launch"),
+        ({"XDG_DATA_HOME": str(tmp_path / "xdg")}, "XDG_DATA_HOME", tmp_path / "xdg/cernvm-launch"),
+        ({"XDG_DATA_HOME": "relative"}, "HOME", tmp_path / "user/.local/share/cernvm-launch"),
+        ({}, "HOME", tmp_path / "user/.local/share/cernvm-launch"),
+    ]
+    for env, variable, where in cases:
+        with monkeypatch.context() as m:
+            for name in ("CERNVM_LAUNCH_HOME", "XDG_DATA_HOME"):
+                m.delenv(name, raising=False)
+            for name, value in env.items():
+                m.setenv(name, value)
+            assert paths.launch_root() == (variable, where)
+            assert instances.default_home("qemu:///session") == where
+            # (none of them exists: making it failed, the variable is the answer)
+            assert paths.variable_behind(str(where), errno.ENOENT) == (variable, where)
