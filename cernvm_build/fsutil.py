@@ -535,7 +535,17 @@ def held_lock(
         os.close(fd)  # its holder removed it as we waited: the lock is the new file's
     try:
         os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} ({what})\n".encode(), 0)
+        try:
+            os.pwrite(fd, f"pid {os.getpid()} ({what})\n".encode(), 0)
+        except OSError as e:
+            # a full disk or quota: the line named no file (the lock's, not the command's output)
+            if remove:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+            named = full_disk_error(e, path)
+            if named is not None:
+                raise named from e
+            raise
         try:
             yield
         finally:
