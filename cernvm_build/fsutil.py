@@ -200,6 +200,19 @@ def syncfs(path: Path, *, strict: bool = False) -> None:
 _TEMP_REST = re.compile(r"(\d+)\.[^./]+\.tmp")
 
 
+#: a temporary sibling's name as a path's part (``temp_prefix``, a number or mkstemp's letters, ``.tmp``;
+#: ``atomic_dir``'s ``-old``): group 2 is the name it stands for
+_TEMP_PART = re.compile(r"(^|/)\.([^/]+)\.\d+\.[^./]+?(?:-old)?\.tmp(?=/|$)")
+
+
+def shown(path: str) -> str:
+    """``path`` as an error line says it: a temporary sibling's part named as what it becomes
+    (``out/.exp.123.x1y2.tmp/a`` → ``out/exp/a``). The temporary is gone when the line is read, and
+    its name, which the user never gave, was what a read-only, foreign-owned or full output's line
+    named (``cvmfs export``, ``site build``)."""
+    return _TEMP_PART.sub(r"\1\2", path)
+
+
 def temp_prefix(dest: Path) -> str:
     """The prefix of this process's temporary siblings of ``dest`` (for mkstemp/mkdtemp)."""
     return f".{dest.name}.{os.getpid()}."

@@ -682,7 +682,9 @@ def _environment_error(e: OSError) -> CernVMError | None:
         return CernVMError(strerror, hint=hint) if e.errno in (errno.ENOSPC, errno.EDQUOT) else None
     if not isinstance(e.filename, (str, bytes, os.PathLike)):
         return None  # a descriptor (os.listdir(fd)): the code's own business, and fsdecode's TypeError
-    return CernVMError(strerror, where=os.fsdecode(e.filename), hint=hint)
+    from ..fsutil import shown  # only on this error path
+
+    return CernVMError(strerror, where=shown(os.fsdecode(e.filename)), hint=hint)
 
 
 class _DefaultSubcommand(argparse._SubParsersAction):  # type: ignore[type-arg]

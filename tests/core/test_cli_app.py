@@ -411,6 +411,21 @@ def test_an_error_below_a_cache_folder_that_takes_writes_keeps_its_own_hint(
     assert "CERNVM_CACHE_DIR" not in err, err
 
 
+def test_a_temporary_siblings_error_names_what_it_becomes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """pr28a finding 7: `cvmfs export SRC OUT/exp` into a read-only or foreign-owned OUT said
+    "error: OUT/.exp.13984.04hmf979.tmp: Permission denied", a name the user never gave (and gone)."""
+    temp = tmp_path / f".exp.{os.getpid()}.04hmf979.tmp"
+
+    def write(args: argparse.Namespace, out: app.Output) -> int:
+        raise OSError(errno.EACCES, os.strerror(errno.EACCES), str(temp / "a" / "b"))
+
+    assert app.run(_parser_with(write), ["go"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {tmp_path}/exp/a/b: {os.strerror(errno.EACCES)}"), err
+
+
 def test_the_control_character_patterns_are_compiled_where_a_text_is_shown() -> None:
     """The two control-character classes (with the bidi ranges: ~1.3M instructions each in re's
     compiler) were compiled at import, in the start of every command, ~1 % of a one-page
