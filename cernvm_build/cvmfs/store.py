@@ -27,7 +27,7 @@ from pathlib import Path
 
 from .. import lazylog
 from ..errors import CvmfsError, IntegrityError
-from ..fsutil import remove_own_tree
+from ..fsutil import full_disk_error, remove_own_tree
 from . import inflate
 from .cache import ObjectCache
 from .fetch import Fetcher
@@ -575,9 +575,14 @@ class ObjectStore:
             if size is not None and got != size:
                 raise self._size_error(h, suffix, got, size, what)
             os.replace(tmp, dest)
-        except BaseException:
+        except BaseException as e:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
+            # a full scratch disk ($TMPDIR): the write's ENOSPC named no file, so the line said only
+            # "No space left on device" (a container build with TMPDIR on a small disk)
+            named = full_disk_error(e, dest)
+            if named is not None:
+                raise named from e
             raise
         return dest
 
