@@ -861,6 +861,13 @@ class ObjectStore:
                 except CvmfsError as e:
                     failed += 1
                     log.debug("fetch ahead of %s failed: %s", what, e)
+                except OSError as e:
+                    # a full cache disk: nothing made ahead (the read makes it, in memory), and no
+                    # traceback of the prefetcher's thread in the daemon's log
+                    if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+                        raise
+                    self._full(e)
+                    failed += 1
                 finally:
                     laps.restart()  # the next item's wait starts here, whatever this one did
         for name, suffix, size, compressed, what in alone:

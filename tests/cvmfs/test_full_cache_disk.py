@@ -28,6 +28,8 @@ from cernvm_build.cvmfs.store import ObjectStore
 srv, cache, name, size = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
 store = ObjectStore(LocalFetcher(srv, repo="x.test"), None, repo="x.test")
 store.plain_cache = PlainCache(cache)
+# the prefetcher's batch first: a full disk is that batch's failure, not an OSError out of it
+assert store.fetch_ahead_many([(name, "", size, True, "file")], whole=1 << 30) == (0, 1)
 fd = store.inflated_fd(name, "", size=size, compressed=True, what="file")
 data = os.pread(fd, size + 1, 0)
 sys.stdout.write(f"{len(data)} {data == bytes(range(256)) * (size // 256)}")
