@@ -36,7 +36,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import CvmfsError, IntegrityError
-from ..fsutil import PendingSync, atomic_file, atomic_write, process_umask, spread_subdirectories, write_all
+from ..fsutil import (
+    PendingSync,
+    atomic_file,
+    atomic_write,
+    full_disk_error,
+    process_umask,
+    spread_subdirectories,
+    write_all,
+)
 from ..report import NULL_REPORTER, Reporter
 from . import blacklist as blacklist_mod
 from . import manifest as manifest_mod
@@ -293,11 +301,16 @@ class _Transfers:
                 os.close(fd)
                 fd = -1
                 os.rename(tmp, target)
-            except BaseException:
+            except BaseException as e:
                 if fd >= 0:
                     os.close(fd)
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(tmp)
+                # a full disk: the write's ENOSPC named no file (the line said only "No space left
+                # on device", pr28a finding 15)
+                named = full_disk_error(e, target)
+                if named is not None:
+                    raise named from e
                 raise
             return got
 
