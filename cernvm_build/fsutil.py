@@ -200,6 +200,19 @@ def syncfs(path: Path, *, strict: bool = False) -> None:
 _TEMP_REST = re.compile(r"(\d+)\.[^./]+\.tmp")
 
 
+#: a temporary sibling's name as a path's part (``temp_prefix``, a number or mkstemp's letters, ``.tmp``;
+#: ``atomic_dir``'s ``-old``): group 2 is the name it stands for
+_TEMP_PART = re.compile(r"(^|/)\.([^/]+)\.\d+\.[^./]+?(?:-old)?\.tmp(?=/|$)")
+
+
+def shown(path: str) -> str:
+    """``path`` as an error line says it: a temporary sibling's part named as what it becomes
+    (``out/.exp.123.x1y2.tmp/a`` → ``out/exp/a``). The temporary is gone when the line is read, and
+    its name, which the user never gave, was what a read-only, foreign-owned or full output's line
+    named (``cvmfs export``, ``site build``)."""
+    return _TEMP_PART.sub(r"\1\2", path)
+
+
 def temp_prefix(dest: Path) -> str:
     """The prefix of this process's temporary siblings of ``dest`` (for mkstemp/mkdtemp)."""
     return f".{dest.name}.{os.getpid()}."
@@ -535,7 +548,17 @@ def held_lock(
         os.close(fd)  # its holder removed it as we waited: the lock is the new file's
     try:
         os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} ({what})\n".encode(), 0)
+        try:
+            os.pwrite(fd, f"pid {os.getpid()} ({what})\n".encode(), 0)
+        except OSError as e:
+            # a full disk or quota: the line named no file (the lock's, not the command's output)
+            if remove:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+            named = full_disk_error(e, path)
+            if named is not None:
+                raise named from e
+            raise
         try:
             yield
         finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shlex
@@ -143,9 +144,22 @@ def run(
         last = err[-1] if err else f"exit status {proc.returncode}"
         raise ToolError(
             f"'{Path(argv[0]).name}' failed: {last}",
-            hint=f"command was: {shlex.join(argv)}",
+            hint=_full_disk_hint(last) + f"command was: {shlex.join(argv)}",
         )
     return proc
+
+
+#: what a tool says of a full disk or quota (its strerror, as mcopy and qemu-img print it)
+_FULL = (os.strerror(errno.ENOSPC), os.strerror(errno.EDQUOT))
+
+
+def _full_disk_hint(last: str) -> str:
+    """The start of a failed tool's hint when its last line says a disk is full: an image build whose
+    output filled ended "'mcopy' failed: error in fat_write: No space left on device" (or qemu-img's)
+    with only the command line as a hint (pr28a finding 13)."""
+    if any(text in last for text in _FULL):
+        return "the disk it writes to is full: free space there (or choose another --out), then run again; "
+    return ""
 
 
 @dataclass

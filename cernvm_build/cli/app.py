@@ -796,6 +796,16 @@ def _environment_error(e: OSError) -> CernVMError | None:
                 + (", or unset it" if variable != "HOME" else " (or set $XDG_CACHE_HOME and $XDG_DATA_HOME)"),
             )
     hint = _ENVIRONMENT_ERRNOS.get(e.errno or 0)
+    if e.errno == errno.EEXIST and isinstance(e.filename, (str, bytes, os.PathLike)):
+        # mkdir(exist_ok=True) of a folder where a file is (`container --out FILE`, `cvmfs export SRC
+        # FILE/x`, $CERNVM_CACHE_DIR a file): a FileExistsError traceback (pr28a finding 12); any
+        # other EEXIST (an O_EXCL race) stays a bug
+        path = os.fsdecode(e.filename)
+        if os.path.lexists(path) and not os.path.isdir(path):
+            return CernVMError(
+                "a file where a folder is expected", where=path, hint="remove it, or choose another path"
+            )
+        return None
     if hint is None:
         return None
     strerror = e.strerror or os.strerror(e.errno or 0)
@@ -803,7 +813,9 @@ def _environment_error(e: OSError) -> CernVMError | None:
         return CernVMError(strerror, hint=hint) if e.errno in (errno.ENOSPC, errno.EDQUOT) else None
     if not isinstance(e.filename, (str, bytes, os.PathLike)):
         return None  # a descriptor (os.listdir(fd)): the code's own business, and fsdecode's TypeError
-    return CernVMError(strerror, where=os.fsdecode(e.filename), hint=hint)
+    from ..fsutil import shown  # only on this error path
+
+    return CernVMError(strerror, where=shown(os.fsdecode(e.filename)), hint=hint)
 
 
 def _working_folder_gone() -> bool:

@@ -16,9 +16,10 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 from ..errors import BuildError
+from ..fsutil import full_disk_error
 from ..tarwrite import TarWriter
 from ..tree import Entry, TreeReport, TreeSource
 from .layer import GZIP_LEVEL, LayerResult
@@ -52,10 +53,14 @@ class LayerFile:
         return "cernvm-build layer: " + " ".join(keys)
 
 
+class _Writable(Protocol):
+    def write(self, data: bytes | bytearray, /) -> object: ...
+
+
 class HashedFile:
     """A file written while hashing and counting its bytes (a layer's tar: its diff_id and size)."""
 
-    def __init__(self, f: BinaryIO) -> None:
+    def __init__(self, f: _Writable) -> None:
         self.f, self.h, self.size = f, hashlib.sha256(), 0
 
     def write(self, data: bytes | bytearray) -> None:
@@ -64,13 +69,45 @@ class HashedFile:
         self.f.write(data)
 
 
+class _NamedFile:
+    """A layer's file, written through a buffer, whose full disk names it: a write's (or the closing
+    flush's) ENOSPC/EDQUOT names no file, and a container build's line said only "No space left on
+    device" (pr28a finding 8)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.f = path.open("wb", buffering=_BUFFER)
+
+    def write(self, data: bytes | bytearray) -> None:
+        try:
+            self.f.write(data)
+        except OSError as e:
+            self._named(e)
+            raise
+
+    def _named(self, e: OSError) -> None:
+        named = full_disk_error(e, self.path)
+        if named is not None:
+            raise named from e
+
+    def __enter__(self) -> _NamedFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self.f.close()
+        except OSError as e:
+            self._named(e)
+            raise
+
+
 class _LayerOut:
     """Where one layer's tar stream goes: hashed and counted (its diff_id and size), gzipped into
     ``gz`` through the shared deflaters, and written raw to ``raw`` when that is asked for. Tar
     headers and small files are gathered first: one hash update and one hand-over per MiB, not
     three per file."""
 
-    def __init__(self, raw: BinaryIO | None, gz: BinaryIO | None, deflaters: Deflaters) -> None:
+    def __init__(self, raw: _NamedFile | None, gz: _NamedFile | None, deflaters: Deflaters) -> None:
         self.h, self.size = hashlib.sha256(), 0
         self.raw = raw
         self.gz = HashedFile(gz) if gz is not None else None
@@ -128,10 +165,7 @@ def write_layers(
             def write(data: bytes | bytearray) -> None:
                 out = outs[i]
                 if out is None:  # opened on the layer's first entry: an unused layer has no file
-                    files = [
-                        stack.enter_context(p.open("wb", buffering=_BUFFER)) if p is not None else None
-                        for p in paths(i)
-                    ]
+                    files = [stack.enter_context(_NamedFile(p)) if p is not None else None for p in paths(i)]
                     out = outs[i] = _LayerOut(files[0], files[1], deflaters)
                 out.write(data)
 

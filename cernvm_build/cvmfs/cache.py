@@ -34,6 +34,7 @@ from ..fsutil import (
     NotRegularFile,
     TooLarge,
     atomic_write,
+    full_disk_error,
     lock_dir,
     read_capped,
     reclaim_dead_named,
@@ -285,9 +286,13 @@ class ObjectCache:
                 )
             os.chmod(tmp, 0o644)
             os.replace(tmp, dest)
-        except BaseException:
+        except BaseException as e:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
+            # a full cache disk: the write's ENOSPC named no file ("No space left on device" alone)
+            named = full_disk_error(e, dest)
+            if named is not None:
+                raise named from e
             raise
         self._verified.add(str(dest))
         if self.held is not None:

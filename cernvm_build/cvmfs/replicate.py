@@ -40,6 +40,7 @@ from ..fsutil import (
     PendingSync,
     atomic_file,
     atomic_write,
+    full_disk_error,
     process_umask,
     served_folders,
     spread_subdirectories,
@@ -301,11 +302,16 @@ class _Transfers:
                 os.close(fd)
                 fd = -1
                 os.rename(tmp, target)
-            except BaseException:
+            except BaseException as e:
                 if fd >= 0:
                     os.close(fd)
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(tmp)
+                # a full disk: the write's ENOSPC named no file (the line said only "No space left
+                # on device", pr28a finding 15)
+                named = full_disk_error(e, target)
+                if named is not None:
+                    raise named from e
                 raise
             return got
 

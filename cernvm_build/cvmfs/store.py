@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import errno
 import os
 import threading
 import time
@@ -27,7 +28,7 @@ from pathlib import Path
 
 from .. import lazylog
 from ..errors import CvmfsError, IntegrityError
-from ..fsutil import remove_own_tree
+from ..fsutil import full_disk_error, remove_own_tree, write_all
 from . import inflate
 from .cache import ObjectCache
 from .fetch import Fetcher
@@ -153,6 +154,11 @@ def _lapped(blocks: Iterator[bytes], laps: _Laps, name: str) -> Iterator[bytes]:
         yield block
 
 
+#: the largest object a mount on a full plain-cache disk serves from memory (a ``memfd``): bounded,
+#: so that a full disk does not turn into a full memory; a larger one is still the read's ENOSPC
+PASS_THROUGH_MAX = 64 << 20
+
+
 class ObjectStore:
     def __init__(self, fetcher: Fetcher, cache: ObjectCache | None, *, repo: str):
         self.fetcher = fetcher
@@ -178,6 +184,8 @@ class ObjectStore:
         self._ahead_bytes = 0
         self._ahead_lock = threading.Lock()
         self.stats = {"fetched": 0, "fetched_bytes": 0, "cache_hits": 0}
+        #: a full cache disk was said (once: a read of a whole tree would say it for every object)
+        self._said_full = False
         #: the time each phase of making objects took, when asked for (``mount --stats``)
         self.phases: Phases | None = None
 
@@ -250,19 +258,29 @@ class ObjectStore:
                 cache = None
         if cache is not None:
             if path is None:
-                path = self.fetcher.fetch(
-                    h.path(suffix),
-                    lambda b: cache.store(h, suffix, b, what=what),
-                    what=f"{what} {h}{suffix}",
-                    limit=limit,
-                )
-                self.stats["fetched"] += 1
-                self.stats["fetched_bytes"] += path.stat().st_size
+                try:
+                    path = self.fetcher.fetch(
+                        h.path(suffix),
+                        lambda b: cache.store(h, suffix, b, what=what),
+                        what=f"{what} {h}{suffix}",
+                        limit=limit,
+                    )
+                except OSError as e:
+                    if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+                        raise
+                    # a full cache disk (or quota): the object is served as without a cache (the
+                    # store removed its partial copy), and the next read tries the cache again. A
+                    # mount on a full cache disk answered every uncached read with ENOSPC (pr28a)
+                    self._full(e)
+                else:
+                    self.stats["fetched"] += 1
+                    self.stats["fetched_bytes"] += path.stat().st_size
             else:
                 self.stats["cache_hits"] += 1
-            with open(path, "rb") as f:
-                yield iter(lambda: f.read(BLOCK), b"")
-            return
+            if path is not None:
+                with open(path, "rb") as f:
+                    yield iter(lambda: f.read(BLOCK), b"")
+                return
 
         parts, spill = self._fetched(h, suffix, what, limit)
         if spill is None:
@@ -575,9 +593,14 @@ class ObjectStore:
             if size is not None and got != size:
                 raise self._size_error(h, suffix, got, size, what)
             os.replace(tmp, dest)
-        except BaseException:
+        except BaseException as e:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
+            # a full scratch disk ($TMPDIR): the write's ENOSPC named no file, so the line said only
+            # "No space left on device" (a container build with TMPDIR on a small disk)
+            named = full_disk_error(e, dest)
+            if named is not None:
+                raise named from e
             raise
         return dest
 
@@ -637,11 +660,47 @@ class ObjectStore:
 
         return self._once(name + suffix, get, lambda: self._make_plain(name, suffix, size, compressed, what))
 
+    def _full(self, e: OSError) -> None:
+        if not self._said_full:
+            self._said_full = True
+            log.warning("%s: the cache is full (%s): objects are served without it", self.repo, e)
+
     def _make_plain(
         self, name: str, suffix: str, size: int, compressed: bool, what: str, keep: list[bytes] | None = None
     ) -> int:
         """Fetch, check and inflate the object into the plain cache; a descriptor on it. ``keep``:
-        a list the inflated blocks are also put in (the caller bounds ``size``)."""
+        a list the inflated blocks are also put in (the caller bounds ``size``). On a full cache disk
+        (or quota) an object up to ``PASS_THROUGH_MAX`` is served from memory instead: a mount on a
+        full cache disk answered every read of an uncached file with ENOSPC (pr28a finding 10)."""
+        try:
+            return self._make_plain_kept(name, suffix, size, compressed, what, keep)
+        except OSError as e:
+            if e.errno not in (errno.ENOSPC, errno.EDQUOT) or size > PASS_THROUGH_MAX:
+                raise
+            self._full(e)
+        if keep is not None:
+            keep.clear()
+        h = parse_hash(name)
+        fd = os.memfd_create(f"cvmfs-{name}{suffix}", os.MFD_CLOEXEC)
+        try:
+            got = 0
+            with self._stored(h, suffix, what, stored_limit(size, compressed, None), cached=False) as blocks:
+                for block in self._inflate_blocks(h, suffix, blocks, compressed, what, size):
+                    got += len(block)
+                    write_all(fd, block)
+                    if keep is not None:
+                        keep.append(bytes(block))
+            if got != size:
+                raise self._size_error(h, suffix, got, size, what)
+            os.lseek(fd, 0, os.SEEK_SET)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def _make_plain_kept(
+        self, name: str, suffix: str, size: int, compressed: bool, what: str, keep: list[bytes] | None = None
+    ) -> int:
         h = parse_hash(name)
         laps = _laps(self.phases)
         limit = stored_limit(size, compressed, None)
@@ -802,6 +861,13 @@ class ObjectStore:
                 except CvmfsError as e:
                     failed += 1
                     log.debug("fetch ahead of %s failed: %s", what, e)
+                except OSError as e:
+                    # a full cache disk: nothing made ahead (the read makes it, in memory), and no
+                    # traceback of the prefetcher's thread in the daemon's log
+                    if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+                        raise
+                    self._full(e)
+                    failed += 1
                 finally:
                     laps.restart()  # the next item's wait starts here, whatever this one did
         for name, suffix, size, compressed, what in alone:

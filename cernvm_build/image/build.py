@@ -253,6 +253,15 @@ def _switch(work: Path, out_dir: Path, names: list[str]) -> None:
 
 
 def _disk_error(e: OSError, where: Path) -> BuildError:
+    if isinstance(e, shutil.Error) and e.args and isinstance(e.args[0], list) and e.args[0]:
+        # copytree's errors, each (src, dst, why) in a list: the line was that list's repr (pr28a
+        # finding 14: "[('…/tree/cernvm/initrd.img', '…/iso-tree/…', '[Errno 28] No space left on
+        # device')]" on a full --out); its first error is said instead
+        why = str(e.args[0][0][-1]) if isinstance(e.args[0][0], tuple) else str(e.args[0][0])
+        if os.strerror(errno.ENOSPC) in why or os.strerror(errno.EDQUOT) in why:
+            e = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        else:
+            return BuildError(f"{where}: {why}")
     if e.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
         return BuildError(
             f"{where}: no space left for the image ({e.strerror})",

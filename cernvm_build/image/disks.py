@@ -8,12 +8,13 @@ and renames it into place when the whole build succeeded.
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import struct
 from pathlib import Path
 
-from ..errors import BuildError
+from ..errors import BuildError, ToolError
 from ..paths import data_dir
 from ..proc import qemu_file, run
 
@@ -90,16 +91,31 @@ def make_iso(tree: Path, config: str, out: Path, volume_id: str, epoch: int) -> 
     shutil.copyfile(_need(LDLINUX_C32, "syslinux-common"), iso / "ldlinux.c32")
     (iso / "isolinux.cfg").write_text(config)
     _fix_times(tree, epoch)
-    run(
+    xorriso(
         [
-            "xorriso", "-as", "mkisofs", "-quiet", "-o", out, "-V", volume_id[:32], "-r", "-J",
+            "-o", out, "-V", volume_id[:32], "-r", "-J",
             "-b", "isolinux/isolinux.bin", "-c", "isolinux/boot.cat", "-no-emul-boot",
             "-boot-load-size", "4", "-boot-info-table", "-isohybrid-mbr", _need(ISOHDPFX, "isolinux"),
             "--sort-weight", "0", "/", os.path.abspath(tree),  # absolute: '-fm/...' was an option
         ],
-        env={"SOURCE_DATE_EPOCH": str(epoch), **TOOL_ENV},
+        epoch,
+        out,
     )  # fmt: skip
     out.chmod(0o644)
+
+
+def xorriso(args: list[str | os.PathLike[str]], epoch: int, out: Path) -> None:
+    """``xorriso -as mkisofs -quiet ARGS`` writing ``out``, dated ``epoch`` (SOURCE_DATE_EPOCH: it
+    then dates every file's ctime, its Rock Ridge TF, from its mtime too), in UTC and the C locale.
+    A full disk is the ``OSError`` ENOSPC naming ``out``: xorriso checks the space first and says
+    "Image size 192s exceeds free space on media 10s", which was a tool failure (exit 4) whose hint
+    was the command line, not to free space."""
+    try:
+        run(["xorriso", "-as", "mkisofs", "-quiet", *args], env={"SOURCE_DATE_EPOCH": str(epoch), **TOOL_ENV})
+    except ToolError as e:
+        if "exceeds free space on media" not in e.message:
+            raise
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(out)) from None
 
 
 def _mbr(total: int, start: int, fat_type: int) -> bytes:

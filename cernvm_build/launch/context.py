@@ -13,9 +13,8 @@ import os
 from datetime import UTC, datetime
 from pathlib import Path
 
-from .. import proc
 from ..fsutil import atomic_file, scratch_beside
-from ..image.disks import TOOL_ENV
+from ..image.disks import xorriso
 
 LABELS = ("CONFIG-2", "cidata")
 
@@ -66,16 +65,10 @@ def build_iso(
         for path in [*sorted(root.rglob("*"), reverse=True), root]:  # the root too: it was dated now
             os.utime(path, (epoch, epoch))
         out = Path(tmp, "context.iso")
-        # SOURCE_DATE_EPOCH: xorriso then dates every file's ctime (Rock Ridge TF) from its mtime too;
-        # utime cannot set a ctime, and the time of the build was in every record (pr26a 15 dated the
-        # root folder only); in UTC and the C locale as the image's iso (``disks.TOOL_ENV``)
-        proc.run(
-            [
-                "xorriso", "-as", "mkisofs", "-quiet", "-o", out, "-V", label, "-J", "-r",
-                "--modification-date=" + stamp, root,
-            ],
-            env={"SOURCE_DATE_EPOCH": str(epoch), **TOOL_ENV},
-        )  # fmt: skip
+        # dated by SOURCE_DATE_EPOCH: utime cannot set a ctime, and the time of the build was in every
+        # record (pr26a 15 dated the root folder only); in UTC and the C locale as the image's iso
+        # (``disks.xorriso``); a full disk names the context ISO
+        xorriso(["-o", out, "-V", label, "-J", "-r", "--modification-date=" + stamp, root], epoch, dest)
         with atomic_file(dest, mode=0o600) as f, open(out, "rb") as src:
             while block := src.read(1 << 20):
                 f.write(block)

@@ -280,6 +280,13 @@ class Builder:
             with held_lock(self.cache_dir / LOCK_NAME, f"site build into {self.out_dir}", self._waiting):
                 return self._build()
         except sqlite3.DatabaseError as e:
+            if _disk_full(e):
+                # SQLite's own full disk (the state's pages, its WAL): an OperationalError that named
+                # neither the file nor what to do, a traceback; the state stays (SQLite rolled back)
+                raise BuildError(
+                    f"cannot write the build state {self.cache_dir / 'state.sqlite'}: {e}",
+                    hint=f"free space on the cache's disk ({self.cache_dir}), then build again",
+                ) from None
             if not is_damage(e):
                 raise
             # damage the open did not see (a page read later): the state is a cache, deleted here so
@@ -687,3 +694,8 @@ def _edited(snap: Snapshot | None, keys: dict[str, str]) -> set[str] | None:
 
 def build_site(site_dir: Path, out_dir: Path, **kw: Any) -> BuildReport:
     return Builder(site_dir, out_dir, **kw).build()
+
+
+def _disk_full(e: sqlite3.DatabaseError) -> bool:
+    """SQLITE_FULL (a forked worker's, pickled to this process, keeps its name in its message)."""
+    return getattr(e, "sqlite_errorname", None) == "SQLITE_FULL" or "database or disk is full" in str(e)

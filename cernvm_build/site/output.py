@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ..errors import BuildError
-from ..fsutil import CHUNK, atomic_file
+from ..fsutil import CHUNK, atomic_file, shown
 from .sources import SETTLED_NS  # one rule for when a stat is trusted
 
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
@@ -92,7 +92,7 @@ _WRITE_HINTS = {
 def write_error(e: OSError, dest: Path) -> BuildError:
     """A failed write (a full disk, a read-only output, a name too long) as one line naming the file;
     the build's temporary output is removed by its caller, and the old output stays."""
-    path = e.filename if isinstance(e.filename, str) else str(dest)
+    path = shown(e.filename if isinstance(e.filename, str) else str(dest))
     return BuildError(
         f"cannot write {path}: {e.strerror or e}",
         hint=_WRITE_HINTS.get(e.errno or 0, "check the output folder (--out) can be written"),

@@ -26,7 +26,7 @@ import struct
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn, TypeVar
 
-from ..errors import BuildError
+from ..errors import BuildError, CernVMError
 
 S = TypeVar("S")
 T = TypeVar("T")
@@ -77,6 +77,17 @@ def _work(
     return done
 
 
+#: a worker's exceptions that reach the parent as themselves (the rest as text): a user's error, and
+#: the machine's (a full disk, a read-only cache: the file they name, and the CLI's hint for them)
+_FORWARDED = (CernVMError, OSError)
+
+
+def _sqlite(e: BaseException) -> bool:
+    """An SQLite error (the build state's full disk: ``site.build`` names the state for it); by module,
+    so that no worker imports sqlite3 for this."""
+    return type(e).__module__ == "sqlite3"
+
+
 def _send(fd: int, message: object) -> None:
     data = pickle.dumps(message, pickle.HIGHEST_PROTOCOL)
     view = memoryview(_FRAME.pack(len(data)) + data)
@@ -99,7 +110,7 @@ class _Inbox:
         self.keep = keep
         self.buf = bytearray()
         self.runs: list[tuple[int, list[Any]]] = []
-        self.error: str | None = None
+        self.error: str | BaseException | None = None
         self.ended = False
         self.arrived = arrived
         self.garbled = False  # a message did not unpickle: nothing after it is read
@@ -146,6 +157,8 @@ class _Inbox:
             self._parse()  # each run as it comes (``arrived``), while the child goes on
         if self.garbled:  # a truncated or garbled message: the child ended in the middle of one
             self.ended = False
+        if isinstance(self.error, BaseException):
+            raise self.error
         if self.error is not None:
             raise BuildError(f"a site build worker failed: {self.error}", hint="run again with --jobs 1")
         if not self.ended or self.buf:
@@ -182,7 +195,13 @@ def _child(
             _work(fn, shared, items, size, runs, lambda done: _send(fd, done))
             _send(fd, ("end", None))
         except BaseException as e:  # reported to the parent, which raises it
-            _send(fd, ("error", f"{type(e).__name__}: {e}"))
+            # a user's error (a BuildError, a full disk's OSError naming its file) crosses as itself,
+            # so the CLI says what and where with its own hint; a bug as its text ("run with --jobs 1")
+            text = f"{type(e).__name__}: {e}"
+            try:
+                _send(fd, ("error", e if isinstance(e, _FORWARDED) or _sqlite(e) else text))
+            except Exception:  # (it does not pickle)
+                _send(fd, ("error", text))
     except BaseException:  # the parent sees no end: "worker process died"
         code = 1
     finally:

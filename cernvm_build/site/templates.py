@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import os
@@ -37,6 +38,21 @@ REFERENCE = re.compile(r"""\{%-?\s*(?:extends|include|import|from)\s+["']([^"']+
 #: the compiled templates' bytecode files (``jinja2.FileSystemBytecodeCache``): named for the code
 #: generator, so a cache that holds another one's code (it calls other names) is never loaded
 BYTECODE_PATTERN = "__jinja2_out1_%s.cache"
+
+
+def _bytecode_cache(folder: Path) -> Any:
+    """jinja2's ``FileSystemBytecodeCache`` in ``folder``, whose writes may fail: a full disk or quota, a
+    read-only cache was an OSError naming no file from inside a template's render (a forked worker's:
+    "a site build worker failed"); the cache only saves the next build a compile, so that one is not
+    kept (jinja2 removes its temporary) and the build goes on."""
+    import jinja2
+
+    class Cache(jinja2.FileSystemBytecodeCache):
+        def dump_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
+            with contextlib.suppress(OSError):
+                super().dump_bytecode(bucket)
+
+    return Cache(str(folder), BYTECODE_PATTERN)
 
 
 def _escape_out() -> Any:
@@ -134,7 +150,7 @@ class Environment:
             trim_blocks=True,
             lstrip_blocks=True,
             # compiled templates survive between builds (jinja2 checks each against its source)
-            bytecode_cache=jinja2.FileSystemBytecodeCache(str(cache), BYTECODE_PATTERN) if cache else None,
+            bytecode_cache=_bytecode_cache(cache) if cache else None,
             # one Environment per build (``site serve`` makes a new one for each): a template loaded
             # once is current for the whole build, without a stat of its file per page and include
             auto_reload=False,

@@ -665,6 +665,47 @@ def test_an_error_below_a_cache_folder_that_takes_writes_keeps_its_own_hint(
     assert "CERNVM_CACHE_DIR" not in err, err
 
 
+def test_a_temporary_siblings_error_names_what_it_becomes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """pr28a finding 7: `cvmfs export SRC OUT/exp` into a read-only or foreign-owned OUT said
+    "error: OUT/.exp.13984.04hmf979.tmp: Permission denied", a name the user never gave (and gone)."""
+    temp = tmp_path / f".exp.{os.getpid()}.04hmf979.tmp"
+
+    def write(args: argparse.Namespace, out: app.Output) -> int:
+        raise OSError(errno.EACCES, os.strerror(errno.EACCES), str(temp / "a" / "b"))
+
+    assert app.run(_parser_with(write), ["go"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {tmp_path}/exp/a/b: {os.strerror(errno.EACCES)}"), err
+
+
+HINT_REMOVE = "hint: remove it, or choose another path\n"
+
+
+def test_a_file_where_a_folder_is_made_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """pr28a finding 12: `container --out FILE`, `cvmfs export SRC FILE/x`, $CERNVM_CACHE_DIR a file:
+    mkdir(exist_ok=True) raised FileExistsError, a traceback. Another EEXIST stays a bug."""
+    (tmp_path / "file").write_text("x")
+
+    def make(args: argparse.Namespace, out: app.Output) -> int:
+        (tmp_path / "file").mkdir(parents=True, exist_ok=True)
+        return 0
+
+    assert app.run(_parser_with(make), ["go"]) == 1
+    err = capsys.readouterr().err
+    assert err == f"error: {tmp_path}/file: a file where a folder is expected\n" + HINT_REMOVE
+
+    def exclusive(args: argparse.Namespace, out: app.Output) -> int:
+        os.mkdir(tmp_path)  # a folder that exists: not the user's doing
+        return 0
+
+    with pytest.raises(FileExistsError):
+        app.run(_parser_with(exclusive), ["go"])
+
+
 def test_the_control_character_patterns_are_compiled_where_a_text_is_shown() -> None:
     """The two control-character classes (with the bidi ranges: ~1.3M instructions each in re's
     compiler) were compiled at import, in the start of every command, ~1 % of a one-page

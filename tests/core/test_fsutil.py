@@ -312,3 +312,20 @@ def test_a_full_disk_under_atomic_file_names_the_file(tmp_path: Path) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # what the next write of a full disk raises
     assert e.value.errno == errno.ENOSPC and e.value.filename == str(dest)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("path", "want"),
+    [
+        ("/o/.exp.13984.04hmf979.tmp", "/o/exp"),
+        ("/o/.out.21820.st_0b49m.tmp/docs/index.html", "/o/out/docs/index.html"),
+        ("/o/.exp.tar.13991.lm2ktuvv.tmp", "/o/exp.tar"),
+        ("/o/.k.test.pub.77.3.tmp", "/o/k.test.pub"),
+        (".x.12.abc-old.tmp/f", "x/f"),
+        ("/o/normal.tmp", "/o/normal.tmp"),
+        ("/o/.x.tmp", "/o/.x.tmp"),
+        ("/o/.x.12.a.tmpfile", "/o/.x.12.a.tmpfile"),
+    ],
+)
+def test_shown_names_a_temporary_sibling_as_what_it_becomes(path: str, want: str) -> None:
+    assert fsutil.shown(path) == want

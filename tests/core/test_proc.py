@@ -9,7 +9,7 @@ import pytest
 
 from cernvm_build import proc
 from cernvm_build.errors import ToolError
-from cernvm_build.proc import streamed
+from cernvm_build.proc import run, streamed
 
 
 def test_streamed_gives_stdout_code_and_the_last_stderr_line() -> None:
@@ -78,3 +78,16 @@ def test_every_tool_the_code_runs_names_its_debian_package() -> None:
         "radosgw-admin",
     }  # localrgw's own
     assert sorted(named - set(proc.TOOL_PACKAGES)) == []
+
+
+def test_a_tool_that_fills_a_disk_is_told_to_free_space(tmp_path: Path) -> None:
+    # pr28a finding 13: an image build whose output filled ended "'mcopy' failed: error in fat_write:
+    # No space left on device" with only the command line as its hint
+    src = tmp_path / "src"
+    src.write_text("x\n")
+    with pytest.raises(ToolError, match="No space left on device") as e:
+        run(["cp", src, "/dev/full"])
+    assert str(e.value.hint).startswith("the disk it writes to is full: free space there")
+    with pytest.raises(ToolError) as e:
+        run(["cp", tmp_path / "absent", tmp_path / "x"])
+    assert str(e.value.hint).startswith("command was: ")

@@ -1630,3 +1630,19 @@ def test_the_builders_compressor_variables_are_no_input_of_the_initrd(
     ):
         monkeypatch.setenv(name, value)
     assert compress(data, method) == plain
+
+
+def test_a_copytree_error_on_a_full_disk_is_one_line() -> None:
+    # pr28a finding 14: the line was the repr of copytree's list of (src, dst, why)
+    import shutil
+
+    from cernvm_build.image.build import _disk_error
+
+    full = shutil.Error(
+        [("/o/tree/initrd.img", "/o/iso-tree/initrd.img", "[Errno 28] No space left on device")]
+    )
+    err = _disk_error(full, Path("/o"))
+    assert str(err) == "/o: no space left for the image (No space left on device)"
+    assert err.hint == "free space there or choose another --out folder"
+    other = shutil.Error([("/o/a", "/o/b", "[Errno 13] Permission denied: '/o/b'")])
+    assert str(_disk_error(other, Path("/o"))) == "/o: [Errno 13] Permission denied: '/o/b'"

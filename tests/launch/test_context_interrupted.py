@@ -25,8 +25,9 @@ def test_a_killed_context_build_s_scratch_is_reclaimed_by_the_next(tmp_path: Pat
             "-c",
             "import os, signal, sys\n"
             "from pathlib import Path\n"
+            "from cernvm_build.image import disks\n"
             "from cernvm_build.launch import context\n"
-            "context.proc.run = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)\n"
+            "disks.run = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)\n"
             "context.build_iso(Path(sys.argv[1]), b'#cloud-config\\n', name='a', instance_id='i')\n",
             str(dest),
         ],
@@ -59,3 +60,32 @@ def test_every_file_time_of_the_context_iso_is_the_epoch_ctime_too(tmp_path: Pat
     data = dest.read_bytes()
     stamps = [data[i + 5 : i + 26] for i in range(len(data)) if data.startswith(b"TF\x1a\x01", i)]
     assert stamps and all(s == bytes((70, 1, 2, 0, 0, 0, 0)) * 3 for s in stamps), stamps[:3]
+
+
+@pytest.mark.skipif(
+    shutil.which("xorriso") is None or shutil.which("unshare") is None, reason="needs xorriso"
+)
+def test_a_full_disk_under_the_context_iso_names_it(tmp_path: Path) -> None:
+    """pr28a finding 5: xorriso checks the space first ("Image size 192s exceeds free space on media
+    10s"): `cernvm-launch create` on a full launch home was a tool failure (exit 4) whose hint was the
+    command line; now the ENOSPC of the context ISO (the CLI's line: free some space)."""
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    code = (
+        "import sys; from pathlib import Path; from cernvm_build.launch import context\n"
+        "try:\n"
+        f"    context.build_iso(Path({str(mnt / 'context.iso')!r}), b'#c\\n', name='a', instance_id='i')\n"
+        "except OSError as e:\n"
+        "    print(e.errno, e.filename)\n"
+    )
+    done = subprocess.run(
+        ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c",
+         f"mount -t tmpfs -o size=64k none {mnt} || exit 99; {sys.executable} -P -c \"$0\"; ls -A {mnt}",
+         code],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2])),
+    )  # fmt: skip
+    if done.returncode == 99:
+        pytest.skip(f"no tmpfs in a mount namespace here: {done.stderr.strip()}")
+    assert done.stdout == f"28 {mnt / 'context.iso'}\n", done.stderr  # and nothing left in the folder

@@ -73,6 +73,31 @@ def test_a_failing_worker_is_a_build_error_naming_the_failure(tmp_path: Path) ->
     assert "--jobs 1" in str(e.value.hint)
 
 
+def _full_disk_in_a_child(where: Path, item: int) -> int:
+    _arrived(where)
+    if os.getpid() != int(where.name):
+        raise OSError(28, "No space left on device", f"/out/page{item}.html")
+    time.sleep(0.01)
+    return item
+
+
+def test_a_workers_full_disk_reaches_the_parent_as_itself(tmp_path: Path) -> None:
+    # pr28a finding 2: a worker's ENOSPC arrived as text ("a site build worker failed: OSError: [Errno
+    # 28] ...", hint "run again with --jobs 1"); as itself the CLI names the file and says to free space
+    where = _here(tmp_path)
+    with pytest.raises(OSError) as e:
+        fork_map(
+            _full_disk_in_a_child,
+            where,
+            list(range(10)),
+            jobs=2,
+            least=2,
+            meanwhile=_children_at_work(where, 1),
+        )
+    assert type(e.value) is OSError and e.value.errno == 28
+    assert str(e.value.filename).startswith("/out/page")
+
+
 def _die_in_a_child(where: Path, item: int) -> int:
     _arrived(where)
     if os.getpid() != int(where.name):

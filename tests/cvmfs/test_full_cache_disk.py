@@ -1,0 +1,62 @@
+"""A reader (the mount) whose plain cache is on a full disk keeps serving: an object is then made in
+memory, not refused with ENOSPC (pr28a finding 10)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import pytest
+
+from cernvm_build.cvmfs.objects import hash_bytes
+
+ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare (util-linux)")
+
+READ = """
+import os, sys
+from pathlib import Path
+from cernvm_build.cvmfs.fetch import LocalFetcher
+from cernvm_build.cvmfs.plaincache import PlainCache
+from cernvm_build.cvmfs.store import ObjectStore
+
+srv, cache, name, size = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+store = ObjectStore(LocalFetcher(srv, repo="x.test"), None, repo="x.test")
+store.plain_cache = PlainCache(cache)
+# the prefetcher's batch first: a full disk is that batch's failure, not an OSError out of it
+assert store.fetch_ahead_many([(name, "", size, True, "file")], whole=1 << 30) == (0, 1)
+fd = store.inflated_fd(name, "", size=size, compressed=True, what="file")
+data = os.pread(fd, size + 1, 0)
+sys.stdout.write(f"{len(data)} {data == bytes(range(256)) * (size // 256)}")
+"""
+
+
+def test_a_full_plain_cache_disk_serves_the_object_from_memory(tmp_path: Path) -> None:
+    data = bytes(range(256)) * 2048  # 512 kB inflated: more than the disk holds
+    stored = zlib.compress(data)
+    name = str(hash_bytes(stored))
+    obj = tmp_path / "srv" / hash_bytes(stored).path()
+    obj.parent.mkdir(parents=True)
+    obj.write_bytes(stored)
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    script = f"""
+        mount -t tmpfs -o size=128k none {mnt} || exit 99
+        {sys.executable} -P -c "$0" {tmp_path}/srv {mnt}/cache {name} {len(data)}
+    """
+    done = subprocess.run(
+        ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script, READ],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if done.returncode == 99:
+        pytest.skip(f"no tmpfs in a mount namespace here: {done.stderr.strip()}")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"{len(data)} True"

@@ -1,0 +1,78 @@
+"""A site build whose cache is on a full disk: one line naming the build state, no traceback; a full
+disk under jinja2's bytecode cache costs only that cache (pr28a findings 1 and 3)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare (util-linux)")
+
+
+def _in_namespace(script: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """``script`` (sh) as root of a user and mount namespace, where it may mount a tmpfs."""
+    done = subprocess.run(
+        ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    if done.returncode == 99:
+        pytest.skip(f"no tmpfs in a mount namespace here: {done.stderr.strip()}")
+    return done
+
+
+def test_a_full_disk_under_the_build_state_is_one_line(tmp_path: Path) -> None:
+    # SQLite's "database or disk is full" (an OperationalError) was a traceback
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    build = f"CERNVM_CACHE_DIR={mnt}/cache {sys.executable} -P -m cernvm_build.cli.main site build"
+    script = f"""
+        mount -t tmpfs -o size=100k none {mnt} || exit 99
+        dd if=/dev/zero of={mnt}/fill bs=4k count=22 2>/dev/null
+        {build} --out {tmp_path}/out -q
+        echo $? >rc1
+        rm -r {mnt}/cache
+        dd if=/dev/zero of={mnt}/fill2 bs=4k 2>/dev/null
+        {build} --out {tmp_path}/out -q
+    """
+    done = _in_namespace(script, tmp_path)
+    first, second = done.stderr.split("hint: free space on the cache's disk")
+    assert (tmp_path / "rc1").read_text() == "7\n", first
+    assert "Traceback" not in done.stderr
+    assert "error: cannot write the build state " in first
+    assert "state.sqlite: database or disk is full" in first
+    # the disk so full that the build's lock file takes no line: "error: No space left on device" named
+    # no file (fsutil.held_lock)
+    assert done.returncode == 1, second
+    assert "/build.lock: No space left on device" in second, second
+
+
+def test_a_full_disk_under_the_bytecode_cache_costs_only_that_cache(tmp_path: Path) -> None:
+    # jinja2's dump_bytecode raised ENOSPC (no file named) out of a template's render
+    (tmp_path / "templates").mkdir()
+    (tmp_path / "templates" / "page.html").write_text("<p>{{ x }}</p>\\n")
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    code = (
+        "from pathlib import Path; from cernvm_build.site.templates import environment;"
+        f"env = environment(Path({str(tmp_path / 'templates')!r}), Path({str(mnt)!r}));"
+        "print(env.render('page.html', {'x': '<a>'}), end='')"
+    )
+    script = f"""
+        mount -t tmpfs -o size=64k none {mnt} || exit 99
+        dd if=/dev/zero of={mnt}/fill bs=4k 2>/dev/null
+        {sys.executable} -P -c "{code}"
+    """
+    done = _in_namespace(script, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "<p>&lt;a&gt;</p>\\n"
