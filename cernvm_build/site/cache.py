@@ -523,7 +523,8 @@ class State:
     def page_places(self) -> bytes | None:
         """The last page set's source pages' places (``replan.places_blob``); None: no row."""
         row = self.db.execute("SELECT blob FROM memo WHERE name = ?", (PLACES,)).fetchone()
-        return None if row is None else bytes(row[0])
+        # (a damaged row may hold text or a number: bytes() of one was a TypeError, or n zero bytes)
+        return row[0] if row is not None and isinstance(row[0], bytes) else None
 
     def put_page_places(self, blob: bytes) -> None:
         self.db.execute("INSERT OR REPLACE INTO memo VALUES (?, ?)", (PLACES, blob))
