@@ -508,7 +508,7 @@ class State:
 
     # -- each planned page's plan parts by source, and the pages' places (``replan``) ---------------
     def plan_parts(self, srcs: set[str]) -> dict[str, bytes]:
-        """The recorded plan parts (``replan.record``) of these sources, those there are."""
+        """The recorded plan parts (``plan.parts_blob``) of these sources, those there are."""
         return {key: blob for key, blob in self._rows("plan_parts", ("blob",), sorted(srcs))}
 
     def put_plan_parts(self, rows: dict[str, bytes], keep: set[str] | None = None) -> None:
@@ -521,9 +521,10 @@ class State:
                 self.db.executemany("DELETE FROM plan_parts WHERE key = ?", gone)
 
     def page_places(self) -> bytes | None:
-        """The last page set's source pages' places (``replan.places``), unpickled by the caller; None."""
+        """The last page set's source pages' places (``replan.places_blob``); None: no row."""
         row = self.db.execute("SELECT blob FROM memo WHERE name = ?", (PLACES,)).fetchone()
-        return None if row is None else bytes(row[0])
+        # (a damaged row may hold text or a number: bytes() of one was a TypeError, or n zero bytes)
+        return row[0] if row is not None and isinstance(row[0], bytes) else None
 
     def put_page_places(self, blob: bytes) -> None:
         self.db.execute("INSERT OR REPLACE INTO memo VALUES (?, ?)", (PLACES, blob))

@@ -88,6 +88,21 @@ def _sqlite(e: BaseException) -> bool:
     return type(e).__module__ == "sqlite3"
 
 
+def _crossing(e: BaseException) -> BaseException | str:
+    """What the parent is sent of a worker's exception: itself (``_FORWARDED``, an SQLite error) where
+    it is made again from its pickle, else its text. A class whose ``__init__`` takes other arguments
+    than its ``args`` (``model.LinkErrors``) pickles but does not unpickle: the parent read that as a
+    garbled message, "a site build worker process died", the error's own words lost."""
+    text = f"{type(e).__name__}: {e}"
+    if not (isinstance(e, _FORWARDED) or _sqlite(e)):
+        return text
+    try:
+        pickle.loads(pickle.dumps(e, pickle.HIGHEST_PROTOCOL))
+    except Exception:  # (it does not pickle, or does not unpickle)
+        return text
+    return e
+
+
 def _send(fd: int, message: object) -> None:
     data = pickle.dumps(message, pickle.HIGHEST_PROTOCOL)
     view = memoryview(_FRAME.pack(len(data)) + data)
@@ -197,11 +212,7 @@ def _child(
         except BaseException as e:  # reported to the parent, which raises it
             # a user's error (a BuildError, a full disk's OSError naming its file) crosses as itself,
             # so the CLI says what and where with its own hint; a bug as its text ("run with --jobs 1")
-            text = f"{type(e).__name__}: {e}"
-            try:
-                _send(fd, ("error", e if isinstance(e, _FORWARDED) or _sqlite(e) else text))
-            except Exception:  # (it does not pickle)
-                _send(fd, ("error", text))
+            _send(fd, ("error", _crossing(e)))
     except BaseException:  # the parent sees no end: "worker process died"
         code = 1
     finally:

@@ -13,6 +13,7 @@ import pytest
 
 from cernvm_build.errors import BuildError
 from cernvm_build.site import parallel
+from cernvm_build.site.model import LinkErrors
 from cernvm_build.site.parallel import fork_map
 
 
@@ -96,6 +97,29 @@ def test_a_workers_full_disk_reaches_the_parent_as_itself(tmp_path: Path) -> Non
         )
     assert type(e.value) is OSError and e.value.errno == 28
     assert str(e.value.filename).startswith("/out/page")
+
+
+def _link_errors_in_a_child(where: Path, item: int) -> int:
+    _arrived(where)
+    if os.getpid() != int(where.name):
+        raise LinkErrors([("docs/a.md", 3, "no such page x.md")], 2)
+    time.sleep(0.01)
+    return item
+
+
+def test_a_workers_error_that_does_not_unpickle_reaches_the_parent_as_its_text(tmp_path: Path) -> None:
+    # rv27a: LinkErrors pickles but its __init__ (found, total) cannot be called with its args: sent as
+    # itself, the parent read a garbled message and said "worker process died", the error's words lost
+    where = _here(tmp_path)
+    with pytest.raises(BuildError, match=r"worker failed: LinkErrors: docs/a\.md:3: no such page x\.md"):
+        fork_map(
+            _link_errors_in_a_child,
+            where,
+            list(range(10)),
+            jobs=2,
+            least=2,
+            meanwhile=_children_at_work(where, 1),
+        )
 
 
 def _die_in_a_child(where: Path, item: int) -> int:

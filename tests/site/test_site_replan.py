@@ -139,6 +139,9 @@ DAMAGE: dict[str, Callable[[sqlite3.Connection], None]] = {
     "a forged context": lambda db: _damage_row(db, _forged_title),
     "a forged sidebar": _forged_sidebar,
     "places of garbage": lambda db: _damage_places(db, lambda _p: b"junk"),
+    # (rv27a: a row not a blob was bytes(text)'s TypeError traceback; a number, bytes(n) of n bytes)
+    "places as text": lambda db: db.execute("UPDATE memo SET blob = 'junk' WHERE name = ?", (PLACES,)),
+    "places as a number": lambda db: db.execute("UPDATE memo SET blob = 1 << 40 WHERE name = ?", (PLACES,)),
     "the page's place moved": lambda db: _damage_places(
         db, lambda p: p.__setitem__(PAGE.removeprefix("content/"), "/elsewhere/")
     ),
