@@ -1217,8 +1217,8 @@ def test_a_first_boots_disk_work_runs_in_the_early_mount_process(tmp_path: Path)
         f". {head}; MOUNT_FIFOS={tmp_path}/mount; "
         f'py() {{ echo "py $*" >>{runs}; return 1; }}; '
         f'py_storage() {{ echo early >>{runs}; [ -z "$FAIL" ] || return 1; {sys.executable} {prelude}; }}; '
-        'start_mount; part=$(py_disk first-boot 20480); echo "part=$part rc=$?"; '
-        'py_disk; echo "usage=$?"; '
+        'start_mount; part=$(py_early disk first-boot 20480); echo "part=$part rc=$?"; '
+        'py_early disk; echo "usage=$?"; '
         f'mount_cvmfs {log} --fqrn demo.example --server http://127.0.0.1:9/cvmfs/demo.example "{not_dir}"; '
         'echo "mount=$?"'
     )

@@ -106,13 +106,16 @@ parse_user_data() {
         py cernvm_build.bootloader.userdata "$1" >"$2"
     fi
 }
-# python3 -m cernvm_build.bootloader.disk ARGS (a first boot's partitioning, a grown disk), run by the
-# early mount process when there is one: its imports hold the disk code's, and a Python start of its
-# own was ~0.7 guest-s of a first boot under TCG. Its output's first line on stdout, its status. A
-# process that is gone before the request leaves it to a start of its own; one that dies on it answers
-# nothing, and the request is not repeated (it may have written the disk): status 1.
-py_disk() {
-    if [ -n "$MOUNT_PID" ] && ( printf '%s\n' disk "$#" "$@" >&5 ) 2>/dev/null; then
+# python3 -m cernvm_build.bootloader.NAME ARGS (disk: a first boot's partitioning, a grown disk;
+# cloudsource: user data from a metadata service or an OpenNebula CD), run by the early mount process
+# when there is one: its imports hold the disk code's, and a Python start of its own was ~0.6-0.7
+# guest-s under TCG. Its output's first line on stdout, its status. A process that is gone before the
+# request leaves it to a start of its own; one that dies on it answers nothing, and the request is not
+# repeated (it may have written the disk): status 1.
+py_early() {
+    name=$1
+    shift
+    if [ -n "$MOUNT_PID" ] && ( printf '%s\n' "$name" "$#" "$@" >&5 ) 2>/dev/null; then
         answer=
         read -r answer <&6 || return 1
         st=${answer%% *}
@@ -122,7 +125,7 @@ py_disk() {
         [ -z "$answer" ] || echo "$answer"
         return "$st"
     fi
-    py cernvm_build.bootloader.disk "$@"
+    py cernvm_build.bootloader."$name" "$@"
 }
 # The CernVM-FS mount: $1 its log (stdout and stderr), then its arguments. The process that parsed the
 # user data mounts if there is one: the log, the number of arguments, one a line (none holds a

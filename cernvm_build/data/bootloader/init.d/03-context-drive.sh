@@ -25,7 +25,7 @@ context_from_disks() {
                 fi
             done
             if [ -z "$CONTEXT_SRC" ] && [ -f $CONTEXT_MNT/context.sh ] &&
-                src=$(py cernvm_build.bootloader.cloudsource opennebula $CONTEXT_MNT/context.sh /tmp/context/user-data); then
+                src=$(py_early cloudsource opennebula $CONTEXT_MNT/context.sh /tmp/context/user-data); then
                 CONTEXT_SRC="/dev/$dev:$src"
             fi
             umount $CONTEXT_MNT
@@ -41,7 +41,7 @@ if [ -z "$CONTEXT_SRC" ] && load_late_modules; then
     context_from_disks
 fi
 if [ -z "$CONTEXT_SRC" ] && [ -n "$NET_IF" ] && [ "$METADATA_URL" != none ] &&
-    src=$(py cernvm_build.bootloader.cloudsource metadata /tmp/context/user-data --url "$METADATA_URL"); then
+    src=$(py_early cloudsource metadata /tmp/context/user-data --url "$METADATA_URL"); then
     CONTEXT_SRC="metadata $src"
 fi
 [ -n "$CONTEXT_SRC" ] && log context "user data from $CONTEXT_SRC"

@@ -29,11 +29,11 @@ if [ -z "$ROOT_DEV" ]; then
         read_user_data /tmp/context/user-data /tmp/context/ucontext
         USER_DATA_READ=1
     fi
-    # Find the first empty disk and partition it (the early mount process does: init.head.sh py_disk).
+    # Find the first empty disk and partition it (the early mount process does: init.head.sh py_early).
     # resize_rootfs=off: at most 20 GB for the root file system, as the real μCernVM.
     size=
     [ "$U_resize_rootfs" = 0 ] && size=20480
-    part=$(py_disk first-boot $size) \
+    part=$(py_early disk first-boot $size) \
         || panic "no UROOT scratch disk and no empty disk to make one (attach a blank disk)"
     log devices "first boot: partitioned the empty disk${NAMED_SCRATCH:+ named by cernvm-launch ($NAMED_SCRATCH)}, formatting $part"
     for i in 1 2 3 4 5 6 7 8 9 10; do [ -b "$part" ] && break; sleep 0.2; done
