@@ -13,10 +13,13 @@ user data; the lines an earlier boot kept on the scratch disk make it needless o
 (what ``python3 -m cernvm_build.bootloader.userdata`` prints: checked ``key=value`` lines; its reports
 on stderr), writes ``0`` (or ``1``: the parse failed, the lines are not to be kept) and a newline on fd
 3. A first boot writes ``disk``, the number of arguments and one argument a line (``first-boot
-[MB]``, or ``grow DISK`` when the disk grew): the process runs what ``python3 -m
-cernvm_build.bootloader.disk ARGS`` would (its reports on stderr) and writes its status, a blank and
-the first line of its output on fd 3 (a first boot's second Python start, ~0.7 guest-s under TCG with
-its imports: the mount's imports hold all of the disk code's). Then the mount's command line: a log
+[MB]``, or ``grow DISK`` when the disk grew); a boot that reads its user data from a cloud metadata
+service or an OpenNebula CD writes ``cloudsource`` and its arguments the same way (``metadata OUT
+--url URL``, ``opennebula CONTEXT_SH OUT``): the process runs what ``python3 -m
+cernvm_build.bootloader.NAME ARGS`` would (its reports on stderr) and writes its status, a blank and
+the first line of its output on fd 3 (each a second Python start, ~0.6-0.7 guest-s under TCG with
+its imports: the mount's imports hold all of the disk code's, cloudsource adds http.client and
+dataclasses). Then the mount's command line: a log
 file (stdout and stderr go there, as the init's redirection did), the number of arguments, then one
 argument a line. It runs the mount as ``python3 -m
 cernvm_build.cvmfs.mount`` would and exits with its status, without the interpreter's teardown
@@ -67,20 +70,27 @@ def _parse(source: str, lines: str) -> bool:
     return ok
 
 
-def _disk(args: list[str]) -> bytes:
-    """``python3 -m cernvm_build.bootloader.disk ARGS`` in this process: its status, a blank and the
-    first line of what it printed. An error is reported on stderr, as that start's traceback was."""
-    import contextlib
-    import io
+#: the helpers a request may name (``python3 -m cernvm_build.bootloader.NAME``), each with the init's
+#: step its error line is under
+HELPERS = {"disk": "devices", "cloudsource": "context"}
 
-    from . import disk
+
+def _helper(name: str, args: list[str]) -> bytes:
+    """``python3 -m cernvm_build.bootloader.NAME ARGS`` in this process: its status, a blank and the
+    first line of what it printed. An error is reported on stderr, as that start's traceback was.
+    Imported only when asked: cloudsource's imports (http.client, dataclasses) are no part of the
+    mount's."""
+    import contextlib
+    import importlib
+    import io
 
     out = io.StringIO()
     try:
+        helper = importlib.import_module(f"{__package__}.{name}")
         with contextlib.redirect_stdout(out):
-            status = disk.main(args)
-    except Exception as e:  # the process that also mounts the OS goes on; the init panics on it
-        sys.stderr.write(f"ucernvm: devices: disk {' '.join(args)}: {type(e).__name__}: {e}\n")
+            status = helper.main(args)
+    except Exception as e:  # the process that also mounts the OS goes on; the init decides
+        sys.stderr.write(f"ucernvm: {HELPERS[name]}: {name} {' '.join(args)}: {type(e).__name__}: {e}\n")
         status = 1
     sys.stderr.flush()
     first = out.getvalue().partition("\n")[0]
@@ -100,11 +110,12 @@ def _lines(f: IO[str], count: str) -> list[str] | None:
 
 
 def _mount_command(fd: int) -> tuple[str, list[str]] | None:
-    """The log file and the mount's arguments from ``fd``, after the ``parse`` and ``disk`` requests
-    that come first (see the module's text), each answered on fd 3; None when it ends first."""
+    """The log file and the mount's arguments from ``fd``, after the ``parse``, ``disk`` and
+    ``cloudsource`` requests that come first (see the module's text), each answered on fd 3; None
+    when it ends first."""
     with os.fdopen(fd, "r", encoding="utf-8", errors="surrogateescape") as f:
         log = f.readline()
-        while log in ("parse\n", "disk\n"):
+        while log == "parse\n" or log[:-1] in HELPERS:
             if log == "parse\n":
                 source, lines = f.readline(), f.readline()
                 if not (source.endswith("\n") and lines.endswith("\n")):
@@ -114,7 +125,7 @@ def _mount_command(fd: int) -> tuple[str, list[str]] | None:
                 args = _lines(f, f.readline())
                 if args is None:
                     return None
-                os.write(DONE_FD, _disk(args))
+                os.write(DONE_FD, _helper(log[:-1], args))
             log = f.readline()
         args = _lines(f, f.readline())
     if not log.endswith("\n") or args is None:

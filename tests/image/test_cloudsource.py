@@ -294,3 +294,89 @@ def test_past_the_total_deadline_no_further_url_is_asked(
         f"the metadata services' deadline (1 s) passed: ec2 /2016-04-19/user-data of {slow} "
         "(and 2 more URLs) not asked"
     ]
+
+
+@pytest.mark.timeout(120)
+def test_the_init_asks_the_early_mount_process_for_cloud_user_data(
+    service: Callable[[dict[tuple[str, str], Route]], str], tmp_path: Path
+) -> None:
+    """03-context-drive's metadata and OpenNebula reads are requests to the early mount process
+    (``init.head.sh`` ``py_early``), not a Python start of their own (~0.6-0.7 guest-s each under TCG):
+    the user data, the source line and the status reach the init as from ``python3 -m ...cloudsource``,
+    a trickling service is still given up at its deadline, a bad argument is the same one line, and
+    the same process mounts afterwards. A process gone before the request leaves it to a start of its
+    own."""
+    from cernvm_build.bootloader import parse_and_mount
+    from cernvm_build.errors import CvmfsError
+    from cernvm_build.paths import data_dir
+
+    url = service({("GET", "/2016-04-19/user-data"): _ok(USER_DATA)})
+    slow = service({("GET", "/computeMetadata/v1/instance/attributes/user-data"): _trickle})
+    (tmp_path / "context.sh").write_text(f"EC2_USER_DATA='{base64.b64encode(b'nebula').decode()}'\n")
+    head = data_dir("bootloader") / "init.head.sh"
+    runs, log, prelude = tmp_path / "starts", tmp_path / "cvmfs.log", tmp_path / "prelude.py"
+    not_dir = tmp_path / "not a dir"
+    not_dir.write_text("")
+    # the real early process; its request deadline shortened (a trickling service, 10 s otherwise)
+    prelude.write_text(
+        "from cernvm_build.bootloader import cloudsource, parse_and_mount\n"
+        "cloudsource.DEADLINE = 1.0\n"
+        "parse_and_mount.exit_now(parse_and_mount.main([]))\n"
+    )
+    package = str(Path(parse_and_mount.__file__).resolve().parent.parent.parent)
+    t = tmp_path
+    boot = (
+        f". {head}; MOUNT_FIFOS={t}/mount; "
+        f'py() {{ echo "py $*" >>{runs}; return 1; }}; '
+        f'py_storage() {{ echo early >>{runs}; [ -z "$FAIL" ] || return 1; {sys.executable} {prelude}; }}; '
+        f'start_mount; src=$(py_early cloudsource metadata {t}/a --url {url}); echo "a=$src rc=$?"; '
+        f'src=$(py_early cloudsource opennebula {t}/context.sh {t}/b); echo "b=$src rc=$?"; '
+        f'src=$(py_early cloudsource metadata {t}/c --url {slow}); echo "c=$src rc=$?"; '
+        'py_early cloudsource metadata; echo "usage=$?"; '
+        f'mount_cvmfs {log} --fqrn demo.example --server http://127.0.0.1:9/cvmfs/demo.example "{not_dir}"; '
+        'echo "mount=$?"'
+    )
+
+    def boot_once(**env: str) -> tuple[str, str, str]:
+        runs.unlink(missing_ok=True)
+        env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": package, **env}
+        r = subprocess.run(["busybox", "sh", "-c", boot], capture_output=True, text=True, timeout=90, env=env)
+        assert r.returncode == 0, r.stderr
+        return r.stdout, r.stderr, runs.read_text()
+
+    out, err, starts = boot_once()
+    assert starts == "early\n", "no Python start of its own"
+    assert f"a=ec2 {url}/2016-04-19/user-data rc=0\n" in out, out
+    assert (tmp_path / "a").read_bytes() == USER_DATA
+    assert "b=opennebula context.sh EC2_USER_DATA rc=0\n" in out, out
+    assert (tmp_path / "b").read_bytes() == b"nebula"
+    assert "c= rc=1\n" in out and not (tmp_path / "c").exists(), out
+    assert "usage=2\n" in out and "cloudsource: usage: metadata OUT" in err and "Traceback" not in err, err
+    assert f"mount={CvmfsError.exit_code}\n" in out and "mount point is not a directory" in log.read_text()
+    out, err, starts = boot_once(FAIL="1")  # gone before the request: a start of its own (here: fails)
+    assert starts.splitlines() == [
+        "early",
+        f"py cernvm_build.bootloader.cloudsource metadata {t}/a --url {url}",
+        f"py cernvm_build.bootloader.cloudsource opennebula {t}/context.sh {t}/b",
+        f"py cernvm_build.bootloader.cloudsource metadata {t}/c --url {slow}",
+        "py cernvm_build.bootloader.cloudsource metadata",
+    ]
+    assert "a= rc=1\n" in out and "usage=1\n" in out, out
+
+
+def test_cloud_user_data_adds_neither_typing_nor_dataclasses_to_the_early_process() -> None:
+    """The early mount process (whose imports load neither, tests/cvmfs/test_core.py) imports this
+    module when 03-context-drive asks: typing and dataclasses, with inspect, ast and dis under them,
+    were ~40 M of the ~75 M instructions of that import (callgrind, the initrd's runtime)."""
+    code = (
+        "import sys, cernvm_build.bootloader.parse_and_mount, cernvm_build.cvmfs.mount; "
+        "before = set(sys.modules); import cernvm_build.bootloader.cloudsource; "
+        "print(*sorted(set(sys.modules) - before))"
+    )
+    root = Path(cloudsource.__file__).resolve().parent.parent.parent
+    run = [sys.executable, "-S", "-c", code]
+    r = subprocess.run(run, cwd=root, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    added = {m.split(".")[0] for m in r.stdout.split()}
+    assert "http" in added, added  # the control: it did import something
+    assert sorted(added & {"typing", "dataclasses", "inspect", "ast", "dis"}) == [], added

@@ -461,23 +461,31 @@ def test_the_context_drive_is_looked_for_on_late_disks_only_when_the_others_have
     is taken without the late modules; on a CD, or on a vfat disk (vfat is late too), they load
     (once) and every disk is looked at again. A type the kernel does not list yet (vfat before the
     late modules) is not tried: the kernel would run its modprobe for it, once per disk."""
+    import shutil
+
     from cernvm_build.paths import data_dir
 
     boot = data_dir("bootloader")
     mnt, log, fstypes = tmp_path / "mnt", tmp_path / "calls.log", tmp_path / "filesystems"
+    dev = tmp_path / "dev"
     mnt.mkdir()
     for where, fs in (("vdb", "iso9660"), ("sr0", "iso9660"), ("vda", "vfat")):
         fstypes.write_text("nodev\tsysfs\n\text4\n\tiso9660\n")  # as /proc/filesystems lists them
-        # the disks present before the late drivers (vda: the scratch disk), sr0 after them
+        # the disks present before the late drivers (vda: the scratch disk; its partition and the
+        # other nodes are no disks to look at), sda and sr0 after them
+        shutil.rmtree(dev, ignore_errors=True)
+        dev.mkdir()
+        for name in ("vda", "vda1", "vdb", "null", "sr", "xvdaa"):
+            (dev / name).write_text("")
         fake = (
-            f'DEVS="vda vdb"; LATE=; ls() {{ printf "%s\\n" $DEVS; }}; mkdir() {{ :; }}; '
+            f"LATE=; DEV_DIR={dev}; mkdir() {{ :; }}; "
             f"umount() {{ rm -rf {mnt}/openstack; }}; "
             f'mount() {{ echo "$2 $5" >>{log}; [ "$5" = /dev/{where} ] && [ "$2" = {fs} ] || return 1; '
             f'[ $2 = iso9660 ] || [ -n "$LATE" ] || return 1; '
             f"command mkdir -p {mnt}/openstack/latest; echo data >{mnt}/openstack/latest/user_data; }}; "
             f"copy_user_data() {{ :; }}; "
             f'load_late_modules() {{ [ -z "$LATE" ] || return 1; LATE=1; echo late >>{log}; '
-            f'DEVS="sda sr0 vda vdb"; printf "\\tvfat\\n" >>{fstypes}; }}; '
+            f'touch {dev}/sda {dev}/sr0; printf "\\tvfat\\n" >>{fstypes}; }}; '
         )
         script = (
             f". {boot / 'init.head.sh'}; CONTEXT_MNT={mnt}; FILESYSTEMS={fstypes}; NET_IF=; {fake}"
@@ -505,12 +513,13 @@ def _devices_step(tmp_path: Path, fake: str) -> tuple[str, list[str]]:
 
     boot = data_dir("bootloader")
     frag = (boot / "init.d" / "04-devices.sh").read_text()
-    (tmp_path / "04.sh").write_text(
-        frag.replace("/tmp/", f"{tmp_path}/").replace("/sys/block", f"{tmp_path}/block")
-    )
+    (tmp_path / "04.sh").write_text(frag.replace("/tmp/", f"{tmp_path}/"))
     log = tmp_path / "calls.log"
     log.unlink(missing_ok=True)
-    script = f". {boot / 'init.head.sh'}; {fake} . {tmp_path / '04.sh'}; echo root=$ROOT_DEV"
+    script = (
+        f". {boot / 'init.head.sh'}; SYS_BLOCK={tmp_path}/block; {fake} . {tmp_path / '04.sh'}; "
+        "echo root=$ROOT_DEV"
+    )
     r = subprocess.run(["busybox", "sh", "-c", script], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     return r.stdout, log.read_text().splitlines()
@@ -520,16 +529,20 @@ def test_the_scratch_disk_is_looked_for_on_late_disks_when_the_others_have_no_ur
     """04-devices.sh with fakes: UROOT on a SATA disk is found once the late drivers are loaded; UROOT
     on a virtio disk is found without them."""
     log = tmp_path / "calls.log"
+    (tmp_path / "block" / "loop0").mkdir(parents=True)
+    (tmp_path / "block" / "vda").mkdir()
     for where in ("vda1", "sda1"):
-        fake = (
-            f"ls() {{ echo vda; }}; mkdir() {{ :; }}; df() {{ echo; echo x x x 100; }}; "
-            f'mount() {{ echo "mount $*" >>{log}; }}; alias /sbin/e2fsck="echo clean; :"; '
+        fake = (  # (a disk is there: no wait; e2fsck's lines and df's free MB read by the shell)
+            f"mkdir() {{ :; }}; df() {{ echo; echo x x x 100; }}; sleep() {{ echo sleep >>{log}; }}; "
+            "fsck() { printf 'UROOT: clean\\nsecond line\\n'; }; "
+            f'mount() {{ echo "mount $*" >>{log}; }}; alias /sbin/e2fsck=fsck; '
             f"findfs() {{ case {where} in vda1) echo /dev/vda1 ;; "
             f'*) [ -z "$LATE" ] || echo /dev/{where} ;; esac; }}; '
             f'load_late_modules() {{ [ -z "$LATE" ] || return 1; LATE=1; echo late >>{log}; }}; '
         )
         out, calls = _devices_step(tmp_path, fake)
         assert f"root=/dev/{where}" in out, out
+        assert "devices: e2fsck: UROOT: clean second line \n" in out and ", 100 MB free\n" in out, out
         mounted = f"mount -t ext4 /dev/{where} /root.rw"
         assert calls == [*(["late"] if where == "sda1" else []), mounted], calls
 
@@ -1217,8 +1230,8 @@ def test_a_first_boots_disk_work_runs_in_the_early_mount_process(tmp_path: Path)
         f". {head}; MOUNT_FIFOS={tmp_path}/mount; "
         f'py() {{ echo "py $*" >>{runs}; return 1; }}; '
         f'py_storage() {{ echo early >>{runs}; [ -z "$FAIL" ] || return 1; {sys.executable} {prelude}; }}; '
-        'start_mount; part=$(py_disk first-boot 20480); echo "part=$part rc=$?"; '
-        'py_disk; echo "usage=$?"; '
+        'start_mount; part=$(py_early disk first-boot 20480); echo "part=$part rc=$?"; '
+        'py_early disk; echo "usage=$?"; '
         f'mount_cvmfs {log} --fqrn demo.example --server http://127.0.0.1:9/cvmfs/demo.example "{not_dir}"; '
         'echo "mount=$?"'
     )
@@ -1646,3 +1659,70 @@ def test_a_copytree_error_on_a_full_disk_is_one_line() -> None:
     assert err.hint == "free space there or choose another --out folder"
     other = shutil.Error([("/o/a", "/o/b", "[Errno 13] Permission denied: '/o/b'")])
     assert str(_disk_error(other, Path("/o"))) == "/o: [Errno 13] Permission denied: '/o/b'"
+
+
+def test_the_network_step_reads_its_interfaces_and_lease_without_a_process(tmp_path: Path) -> None:
+    """02-network.sh looks for the interfaces by the shell's glob (an ``ls | grep`` was two processes a
+    look) and logs the address and gateway the udhcpc script wrote (an ``ip | awk`` and a ``cat``
+    were five): it waits while there is only ``lo``, takes the first interface with a lease, and its
+    line says what the script set."""
+    from cernvm_build.paths import data_dir
+
+    boot = data_dir("bootloader")
+    net, log = tmp_path / "net", tmp_path / "calls.log"
+    (net / "lo").mkdir(parents=True)
+    script = (boot / "udhcpc.script").read_text().replace("/tmp/", f"{tmp_path}/")
+    script = script.replace("/etc/resolv.conf", f"{tmp_path}/resolv.conf")
+    (tmp_path / "default.script").write_text(script)
+    frag = (boot / "init.d" / "02-network.sh").read_text().replace("/tmp/", f"{tmp_path}/")
+    frag = frag.replace("/usr/share/udhcpc/default.script", str(tmp_path / "default.script"))
+    (tmp_path / "02.sh").write_text(frag)
+    fake = (  # eth1, eth2 appear after the first look; eth1 gives no lease, eth2 does (the script runs)
+        f'ip() {{ echo "ip $*" >>{log}; }}; '
+        f"sleep() {{ echo sleep >>{log}; mkdir -p {net}/eth1 {net}/eth2; }}; "
+        f'udhcpc() {{ echo "udhcpc $2" >>{log}; [ "$2" = eth2 ] || return 1; ( set -- bound; '
+        "interface=eth2 ip=10.0.2.15 mask=24 router=10.0.2.2 dns=10.0.2.3 serverid=10.0.2.2; "
+        f". {tmp_path / 'default.script'} ); }}; "
+    )
+    sh = f". {boot / 'init.head.sh'}; SYS_NET={net}; {fake} . {tmp_path / '02.sh'}; echo if=$NET_IF"
+    r = subprocess.run(["busybox", "sh", "-c", sh], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "ucernvm: network: eth2 10.0.2.15/24 via 10.0.2.2\n" in r.stdout and "if=eth2" in r.stdout, r
+    assert log.read_text().splitlines() == [
+        "ip link set lo up",
+        "sleep",
+        "ip link set eth1 up",
+        "udhcpc eth1",
+        "ip link set eth2 up",
+        "udhcpc eth2",
+        "ip -4 addr flush dev eth2",
+        "ip -4 addr add 10.0.2.15/24 dev eth2",
+        "ip route add default via 10.0.2.2 dev eth2",
+    ]
+    assert (tmp_path / "resolv.conf").read_text() == "nameserver 10.0.2.3\n"
+
+
+def test_the_init_fills_in_the_servers_repository_name_without_a_process() -> None:
+    """10-cvmfs.sh puts the repository's name for every ``@fqrn@`` of a server URL by the shell (an
+    ``echo | sed`` in ``$()`` was three processes a server), literally: a character sed would read
+    (``&``, ``/``) is no special one."""
+    init = fused_init().decode()
+    step = init[init.index("# ---- 10-cvmfs.sh ----") : init.index("# ---- 20-overlay.sh ----")]
+    code = step[step.index("old_ifs=$IFS") : step.index("IFS=$old_ifs")]
+    for repo, want in (
+        ("demo.example", ["http://s1:8000/cvmfs/demo.example", "http://b/demo.example/x/demo.example/y"]),
+        ("a&b/c", ["http://s1:8000/cvmfs/a&b/c", "http://b/a&b/c/x/a&b/c/y"]),
+    ):
+        r = subprocess.run(
+            ["busybox", "sh", "-c", f"set -f; set --; {code}\nprintf '%s\\n' \"$@\""],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={
+                "PATH": "/usr/bin:/bin",
+                "CVMFS_SERVER": "s1:8000,http://b/@fqrn@/x/@fqrn@/y",
+                "CVMFS_REPO": repo,
+            },
+        )
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.splitlines() == ["--server", want[0], "--server", want[1]], r.stdout

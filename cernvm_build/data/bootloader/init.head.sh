@@ -12,6 +12,9 @@ ROOT_RW=/root.rw                  # the scratch disk (UROOT)
 ROOT_RO=/root.ro                  # the CernVM-FS mount
 MODULES_LIST=/etc/ucernvm/modules # the kernel modules to load and the device aliases that gate them
 SYS_BUS=/sys/bus                  # where the devices' modaliases are read
+SYS_NET=/sys/class/net            # the network interfaces (02-network)
+SYS_BLOCK=/sys/block              # the block devices (04-devices)
+DEV_DIR=/dev                      # the device nodes 03-context-drive looks at
 CONTEXT_MNT=/mnt/context          # where 03-context-drive mounts each disk it looks at
 FILESYSTEMS=/proc/filesystems     # the file system types the kernel has (03-context-drive asks)
 export LD_LIBRARY_PATH=$RT_SRC/lib
@@ -72,8 +75,12 @@ U_resize_rootfs=; U_cvmfs_server=; U_cvmfs_cdn=; U_cvmfs_http_proxy=; U_cvmfs_br
 U_cvmfs_date=; U_cernvm_path=; U_cernvm_inject=; U_cvmfs_wait_on_squid=; U_cvmfs_quota_limit=
 U_cvmfs_blacklist=
 RUNTIME_ID=/etc/ucernvm/runtime-id  # the runtime's code (initrd.py writes it)
+# UD_KEY="HASH HASH " of the file and the runtime (sha256sum's output read by the shell: a | cut | tr
+# in $() was four processes), empty when either cannot be read
 user_data_key() {
-    sha256sum "$1" "$RUNTIME_ID" 2>/dev/null | cut -c1-64 | tr '\n' ' '
+    UD_KEY=
+    sha256sum "$1" "$RUNTIME_ID" >/tmp/ud.sha256 2>/dev/null || return 0
+    while read -r h _; do UD_KEY="$UD_KEY$h "; done </tmp/ud.sha256
 }
 UD_KEY=  # the key of the lines read last (empty: the parser failed, nothing to reuse)
 # The parser runs in the Python start that mounts CernVM-FS later (bootloader/parse_and_mount.py): one
@@ -106,13 +113,16 @@ parse_user_data() {
         py cernvm_build.bootloader.userdata "$1" >"$2"
     fi
 }
-# python3 -m cernvm_build.bootloader.disk ARGS (a first boot's partitioning, a grown disk), run by the
-# early mount process when there is one: its imports hold the disk code's, and a Python start of its
-# own was ~0.7 guest-s of a first boot under TCG. Its output's first line on stdout, its status. A
-# process that is gone before the request leaves it to a start of its own; one that dies on it answers
-# nothing, and the request is not repeated (it may have written the disk): status 1.
-py_disk() {
-    if [ -n "$MOUNT_PID" ] && ( printf '%s\n' disk "$#" "$@" >&5 ) 2>/dev/null; then
+# python3 -m cernvm_build.bootloader.NAME ARGS (disk: a first boot's partitioning, a grown disk;
+# cloudsource: user data from a metadata service or an OpenNebula CD), run by the early mount process
+# when there is one: its imports hold the disk code's, and a Python start of its own was ~0.6-0.7
+# guest-s under TCG. Its output's first line on stdout, its status. A process that is gone before the
+# request leaves it to a start of its own; one that dies on it answers nothing, and the request is not
+# repeated (it may have written the disk): status 1.
+py_early() {
+    name=$1
+    shift
+    if [ -n "$MOUNT_PID" ] && ( printf '%s\n' "$name" "$#" "$@" >&5 ) 2>/dev/null; then
         answer=
         read -r answer <&6 || return 1
         st=${answer%% *}
@@ -122,7 +132,7 @@ py_disk() {
         [ -z "$answer" ] || echo "$answer"
         return "$st"
     fi
-    py cernvm_build.bootloader.disk "$@"
+    py cernvm_build.bootloader."$name" "$@"
 }
 # The CernVM-FS mount: $1 its log (stdout and stderr), then its arguments. The process that parsed the
 # user data mounts if there is one: the log, the number of arguments, one a line (none holds a
@@ -140,8 +150,10 @@ mount_cvmfs() {
     fi
 }
 read_user_data() {
-    UD_KEY=$(user_data_key "$1")
-    if [ -n "$3" ] && [ -n "$UD_KEY" ] && [ -f "$3/ucontext" ] && [ "$(cat "$3/ucontext.key" 2>/dev/null)" = "$UD_KEY" ]; then
+    user_data_key "$1"
+    kept=
+    [ -z "$3" ] || IFS= read -r kept 2>/dev/null <"$3/ucontext.key"
+    if [ -n "$3" ] && [ -n "$UD_KEY" ] && [ -f "$3/ucontext" ] && [ "$kept" = "$UD_KEY" ]; then
         [ "$3/ucontext" = "$2" ] || cp "$3/ucontext" "$2"
         log context "user data unchanged: the lines an earlier boot read from it"
     else

@@ -12,9 +12,20 @@ mkdir -p $CONTEXT_MNT /tmp/context
 # make the kernel run its modprobe (fs-vfat) once per disk, which fails in the initrd (diag boot: two such
 # processes on every boot, the image and the scratch disk, before the context disk).
 context_from_disks() {
-    fstypes=" $(tr '\t\n' '  ' <$FILESYSTEMS 2>/dev/null) "  # "nodev sysfs  ext4  iso9660 ...": words
-    # shellcheck disable=SC2010  # device names are kernel identifiers, no blanks; set -f is on
-    for dev in $(ls /dev | grep -e '^sr[0-9]' -e '^vd[a-z]$' -e '^sd[a-z]$' -e '^xvd[a-z]$'); do
+    # " nodev sysfs  ext4  iso9660 ... ": words (read by the shell: a tr was two processes)
+    fstypes=" "
+    while read -r a b; do fstypes="$fstypes$a ${b:+$b }"; done 2>/dev/null <$FILESYSTEMS
+    [ "$fstypes" != " " ] || fstypes="  "
+    # the disks by the shell's glob, in name order (kernel identifiers, no blanks): an ls | grep was
+    # three processes
+    set +f
+    devs=
+    for dev in "$DEV_DIR"/*; do
+        dev=${dev##*/}
+        case $dev in sr[0-9]* | vd[a-z] | sd[a-z] | xvd[a-z]) devs="$devs $dev" ;; esac
+    done
+    set -f
+    for dev in $devs; do
         for fs in iso9660 vfat; do
             case "$fstypes" in "  " | *" $fs "*) ;; *) continue ;; esac  # "  ": unreadable, try all
             mount -t $fs -o ro "/dev/$dev" $CONTEXT_MNT 2>/dev/null || continue
@@ -25,7 +36,7 @@ context_from_disks() {
                 fi
             done
             if [ -z "$CONTEXT_SRC" ] && [ -f $CONTEXT_MNT/context.sh ] &&
-                src=$(py cernvm_build.bootloader.cloudsource opennebula $CONTEXT_MNT/context.sh /tmp/context/user-data); then
+                src=$(py_early cloudsource opennebula $CONTEXT_MNT/context.sh /tmp/context/user-data); then
                 CONTEXT_SRC="/dev/$dev:$src"
             fi
             umount $CONTEXT_MNT
@@ -41,7 +52,7 @@ if [ -z "$CONTEXT_SRC" ] && load_late_modules; then
     context_from_disks
 fi
 if [ -z "$CONTEXT_SRC" ] && [ -n "$NET_IF" ] && [ "$METADATA_URL" != none ] &&
-    src=$(py cernvm_build.bootloader.cloudsource metadata /tmp/context/user-data --url "$METADATA_URL"); then
+    src=$(py_early cloudsource metadata /tmp/context/user-data --url "$METADATA_URL"); then
     CONTEXT_SRC="metadata $src"
 fi
 [ -n "$CONTEXT_SRC" ] && log context "user data from $CONTEXT_SRC"

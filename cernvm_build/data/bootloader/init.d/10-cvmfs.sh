@@ -37,7 +37,12 @@ for s in $CVMFS_SERVER; do
         http://*|https://*) url=$s ;;
         *) url="http://$s/cvmfs/@fqrn@" ;;
     esac
-    set -- "$@" --server "$(echo "$url" | sed "s/@fqrn@/$CVMFS_REPO/g")"
+    # every @fqrn@ replaced by the shell (an echo | sed in $() was three processes a server)
+    with=
+    while :; do
+        case "$url" in *@fqrn@*) with="$with${url%%@fqrn@*}$CVMFS_REPO"; url=${url#*@fqrn@} ;; *) break ;; esac
+    done
+    set -- "$@" --server "$with$url"
 done
 IFS=$old_ifs
 [ "$CVMFS_PROXY" != DIRECT ] && set -- "$@" --proxy "$CVMFS_PROXY"
