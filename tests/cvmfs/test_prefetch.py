@@ -543,14 +543,14 @@ def test_a_directory_opened_cold_here_and_there_has_its_other_small_files_fetche
 ) -> None:
     """``InOrderPrefetcher._dense``: a boot reads some directories almost whole but not in name
     order (systemd's units, a package's modules by import): once a directory's cold opens are
-    DENSE_MISSES and DENSE_SHARE/10 of its small files, the rest of them are fetched ahead (each
+    DENSE_MISSES (3) and DENSE_SHARE/10 of its small files, the rest of them are fetched ahead (each
     hash-checked: a damaged one fails at its own read), once; a directory of more than DENSE_FILES
     small files, or one read only here and there, gets nothing fetched ahead."""
     from cernvm_build.cvmfs import fuse
 
     monkeypatch.setattr(fuse, "DENSE_FILES", 12)
     tree = tmp_path / "tree"
-    for d, n in (("units", 10), ("bin", 13), ("etc", 10)):
+    for d, n in (("units", 10), ("bin", 13), ("etc", 10), ("few", 4)):
         (tree / d).mkdir(parents=True)
         for k in range(n):
             (tree / d / f"f{k:02}").write_bytes(f"{d} {k} ".encode() * 20)
@@ -565,7 +565,7 @@ def test_a_directory_opened_cold_here_and_there_has_its_other_small_files_fetche
         def cached(entries: list) -> list[int]:  # type: ignore[type-arg]
             return [k for k, e in enumerate(entries) if plain.has(e.content_hash or "", "")]
 
-        units, bins, etc = files("units", 10), files("bin", 13), files("etc", 10)
+        units, bins, etc, few = files("units", 10), files("bin", 13), files("etc", 10), files("few", 4)
         victim = units[9]
         next((tmp_path / "srv").rglob((victim.content_hash or "")[2:])).write_bytes(b"tampered")
         p = fuse.InOrderPrefetcher(repo)
@@ -585,5 +585,7 @@ def test_a_directory_opened_cold_here_and_there_has_its_other_small_files_fetche
             p.opened(bins[k])
         for k in (5, 1):  # 2 of 10: not dense
             p.opened(etc[k])
+        for k in (3, 0):  # half of a small directory, but only 2 cold opens (DENSE_MISSES)
+            p.opened(few[k])
         p.close(finish=True)
-        assert cached(bins) == [] and cached(etc) == []
+        assert cached(bins) == [] and cached(etc) == [] and cached(few) == []
