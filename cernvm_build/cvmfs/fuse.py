@@ -21,7 +21,7 @@ from .. import lazylog
 from ..errors import CernVMError, CvmfsError
 from .catalog import DirEntry
 from .catalog_rows import FLAG_EXTERNAL, path_inode
-from .prefetch import MAX_LISTING, WINDOW_FILES, Prefetcher
+from .prefetch import BATCH, MAX_LISTING, MAX_PENDING, WINDOW_FILES, Prefetcher
 from .repository import Repository
 from .store import AHEAD_ITEM
 from .variant import expand
@@ -29,6 +29,8 @@ from .variant import expand
 TYPE_CHECKING = False  # typing's own costs importing typing (see lazylog)
 if TYPE_CHECKING:
     from typing import Any
+
+    from .prefetch import _Listing
 
 log = lazylog.get(__name__)
 
@@ -99,6 +101,12 @@ IN_ORDER_DIRS = 256
 IN_ORDER_QUIET = 2 * WINDOW_FILES
 #: cold ``.pyc`` opens folded with their source found not to check it, after which no more are
 PYC_UNCHECKED = 8
+#: a directory's other small files are fetched ahead at once when its files were opened cold at least
+#: DENSE_MISSES times, those opens are at least DENSE_SHARE (per ten) of its small files, and it has
+#: at most DENSE_FILES of them (see _dense)
+DENSE_MISSES = 3
+DENSE_SHARE = 3
+DENSE_FILES = 64
 
 
 def _foldable(e: DirEntry) -> bool:
@@ -126,6 +134,9 @@ class InOrderPrefetcher(Prefetcher):
         self._warm = 0
         #: cold pycs folded with their source that did not check it (see _fold)
         self._pyc_unchecked = 0
+        #: cold opens by directory and its small files' count (-1: not counted yet); the opens -1 once
+        #: its files were fetched ahead or found too many (see _dense)
+        self._cold: collections.OrderedDict[str, tuple[int, int]] = collections.OrderedDict()
         self._cache = repo.store.plain_cache
 
     def listed(self, path: str, children: Sequence[DirEntry]) -> None:
@@ -171,6 +182,7 @@ class InOrderPrefetcher(Prefetcher):
             super().opened(entry)
         elif cold and self._cache is not None and _foldable(entry):
             self._fold(entry)
+            self._dense(parent, entry)
 
     def _fold(self, entry: DirEntry) -> None:
         """``entry``'s file is not cached and its reader is about to fetch it (a round trip of its
@@ -210,6 +222,68 @@ class InOrderPrefetcher(Prefetcher):
             head = self.repo.store.handed_over(entry.content_hash or "", 16)
             if head is not None and not (len(head) == 16 and head[4] & 2):
                 self._pyc_unchecked += 1
+
+    def _dense(self, parent: str, entry: DirEntry) -> None:
+        """``entry``, a small file of ``parent``, was opened cold (its reader fetches it, a round trip
+        of its own: issue 13). A boot reads most of some directories whole but not in name order
+        (systemd's units, udev's rules, a Python package's modules by import, the libraries of
+        ``/usr/lib/x86_64-linux-gnu``), and little of others (``/usr/bin``, the standard library):
+        once a directory's cold opens are DENSE_MISSES and a DENSE_SHARE of its at most DENSE_FILES
+        small files, the rest of them are fetched ahead in pipelined batches, once per directory.
+        Replayed on the Debian boot's trace (its first-fetch order): 1,325 -> 989 round trips, 146
+        objects (1.35 MB) fetched that the boot did not read (2 cold opens instead of 3: 964 for
+        161, but two reads in a small directory say little: a few files of /etc); the next files in
+        name order saved fewer for more waste (see _fold). The catalog says which files, every object
+        is checked as any read's, and the waste is bounded by the directories' size (64 x 128 KiB at
+        most each)."""
+        with self._lock:
+            misses, small = self._cold.get(parent, (0, -1))
+            if misses < 0:
+                return
+            misses += 1
+            self._cold[parent] = (misses, small)
+            self._cold.move_to_end(parent)
+            while len(self._cold) > IN_ORDER_DIRS:
+                self._cold.popitem(last=False)
+            listing = self._dirs.get(parent)
+        if misses < DENSE_MISSES or (small >= 0 and misses * 10 < DENSE_SHARE * small):
+            return  # not dense yet (its small files counted already: no catalog query)
+        files = self._small(parent, listing)
+        dense = files is not None and len(files) <= DENSE_FILES
+        with self._lock:
+            if files is not None and dense and misses * 10 < DENSE_SHARE * len(files):
+                self._cold[parent] = (misses, len(files))  # a later cold open may make it dense
+                return
+            self._cold[parent] = (-1, 0)  # fetched ahead now, or never
+        if not dense:
+            return
+        own = entry.content_hash
+        todo: list[DirEntry] = []
+        with self._lock:
+            for e in files or ():
+                h = e.content_hash
+                if h is None or h == own or h in self._pending or self._have(h, ""):
+                    continue
+                if len(self._pending) >= MAX_PENDING:
+                    break
+                self._pending.add(h)
+                todo.append(e)
+        for k in range(0, len(todo), BATCH):
+            batch = todo[k : k + BATCH]
+            self._submit_job((self._fetch_batch, batch), [e.content_hash or "" for e in batch])
+
+    def _small(self, parent: str, listing: _Listing | None) -> list[DirEntry] | None:
+        """``parent``'s files one pipelined batch may carry: from its kept listing (readdir's), else
+        from its catalog, not kept (a listing kept is what the in-order runs follow); None if the
+        directory is too large to be listed ahead or its listing fails."""
+        if listing is not None:
+            return [e for e in listing.entries if _foldable(e)]
+        try:
+            children = self.repo.listing(parent, MAX_LISTING)
+        except CernVMError as err:
+            log.debug("dense: listing %s failed: %s", parent, err)
+            return None
+        return None if children is None else [e for e in children if _foldable(e)]
 
     def _fold_fetch(self, entry: DirEntry, more: list[tuple[str, str, int, bool, str]]) -> bool:
         """``entry``'s object and ``more`` in one pipelined fetch; False if it failed."""

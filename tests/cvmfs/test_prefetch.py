@@ -481,6 +481,7 @@ def test_a_cold_pyc_is_fetched_with_its_source_in_one_request(
     publish_tree(tmp_path / "srv" / fqrn, fqrn, keys, tree)
     pub = tmp_path / "keys" / f"{fqrn}.pub"
     monkeypatch.setattr(fuse, "PYC_UNCHECKED", 1)
+    monkeypatch.setattr(fuse, "DENSE_FILES", 0)  # the fold alone (a dense __pycache__: see _dense)
     with (
         serve(tmp_path / "srv") as srv,
         open_repository(srv.repo_url(), public_keys=[pub], cache_dir=tmp_path / "c") as repo,
@@ -535,3 +536,56 @@ def test_a_cold_pyc_is_fetched_with_its_source_in_one_request(
         q.opened(entry("/d/__pycache__/g.cpython-311.pyc"))  # its source not looked up: not folded
         assert sent == [2] and not cached("/d/g.py")
         q.close()
+
+
+def test_a_directory_opened_cold_here_and_there_has_its_other_small_files_fetched_once_dense(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``InOrderPrefetcher._dense``: a boot reads some directories almost whole but not in name
+    order (systemd's units, a package's modules by import): once a directory's cold opens are
+    DENSE_MISSES (3) and DENSE_SHARE/10 of its small files, the rest of them are fetched ahead (each
+    hash-checked: a damaged one fails at its own read), once; a directory of more than DENSE_FILES
+    small files, or one read only here and there, gets nothing fetched ahead."""
+    from cernvm_build.cvmfs import fuse
+
+    monkeypatch.setattr(fuse, "DENSE_FILES", 12)
+    tree = tmp_path / "tree"
+    for d, n in (("units", 10), ("bin", 13), ("etc", 10), ("few", 4)):
+        (tree / d).mkdir(parents=True)
+        for k in range(n):
+            (tree / d / f"f{k:02}").write_bytes(f"{d} {k} ".encode() * 20)
+    with _published(tmp_path, "dense.cernvm.test", tree, cache_dir=tmp_path / "c") as repo:
+        assert repo.store.cache is not None
+        plain = repo.store.plain_cache = PlainCache(repo.store.cache.root)
+        plain.hold()  # as the daemon does
+
+        def files(d: str, n: int) -> list:  # type: ignore[type-arg]
+            return [repo.stat(f"/{d}/f{k:02}") for k in range(n)]
+
+        def cached(entries: list) -> list[int]:  # type: ignore[type-arg]
+            return [k for k, e in enumerate(entries) if plain.has(e.content_hash or "", "")]
+
+        units, bins, etc, few = files("units", 10), files("bin", 13), files("etc", 10), files("few", 4)
+        victim = units[9]
+        next((tmp_path / "srv").rglob((victim.content_hash or "")[2:])).write_bytes(b"tampered")
+        p = fuse.InOrderPrefetcher(repo)
+        for k in (7, 2):  # not in name order; 2 cold opens of 10 files: not dense yet
+            p.opened(units[k])
+            repo.whole(units[k])
+        assert cached(units) == [2, 7] and p._pending == set()
+        p.opened(units[4])  # the 3rd: dense, the rest fetched ahead (but the opened one: its reader's)
+        p.close(finish=True)
+        assert cached(units) == [0, 1, 2, 3, 5, 6, 7, 8], "the rest of a dense directory was not fetched"
+        with pytest.raises(IntegrityError, match="hash mismatch"):
+            repo.read(victim)
+        assert p._cold["/units"][0] == -1 and p._pending == set()
+        assert "/units" not in p._dirs, "a listing read for this was kept: in-order runs would follow it"
+        p = fuse.InOrderPrefetcher(repo)
+        for k in (9, 3, 6, 0, 11):  # more than DENSE_FILES small files: never
+            p.opened(bins[k])
+        for k in (5, 1):  # 2 of 10: not dense
+            p.opened(etc[k])
+        for k in (3, 0):  # half of a small directory, but only 2 cold opens (DENSE_MISSES)
+            p.opened(few[k])
+        p.close(finish=True)
+        assert cached(bins) == [] and cached(etc) == [] and cached(few) == []
