@@ -499,7 +499,10 @@ def _meant(message: str, parser: argparse.ArgumentParser) -> str | None:
 
     choice = re.search(r"invalid choice: '(.*?)' \(choose from (.*)\)\Z", message, re.S)
     if choice:
-        typed, options = [choice[1]], re.findall(r"'([^']*)'", choice[2])
+        # quoted by 3.11 and 3.12.0-6 ('a', 'b'), not by 3.12.7+ and 3.13 (a, b): str() of each
+        listed = choice[2]
+        options = re.findall(r"'([^']*)'", listed) or [o.strip() for o in listed.split(",")]
+        typed = [choice[1]]
     elif message.startswith("unrecognized arguments: "):
         typed = [w.split("=", 1)[0] for w in message.split()[2:] if w.startswith("--")]
         options = [o for a in parser._actions for o in a.option_strings if o.startswith("--")]

@@ -350,6 +350,13 @@ def test_every_option_s_help_names_its_default() -> None:
     assert not unnamed, unnamed
 
 
+@pytest.mark.parametrize("listed", ["'image', 'cvmfs', 'site'", "image, cvmfs, site"])
+def test_a_mistyped_choice_is_hinted_whichever_way_argparse_lists_the_choices(listed: str) -> None:
+    # Python 3.12.7+ and 3.13 list the choices unquoted (str(), gh-117766): no hint was found there
+    message = f"argument area: invalid choice: 'imgae' (choose from {listed})"
+    assert app._meant(message, build_parser()) == "'image'"
+
+
 @pytest.mark.parametrize(
     ("argv", "meant"),
     [
