@@ -733,10 +733,19 @@ def hides_from_others() -> bool:
 def served_folders(*folders: str | os.PathLike[str]) -> None:
     """``folders`` 0755 under a umask that ``hides_from_others``: a repository's and a replica's
     folders are read by the web server's user (``cvmfs nginx-config``); under ``umask 077`` they
-    were 0700 (every object a 403), while the manifest beside them was 0644."""
-    if hides_from_others():
-        for folder in folders:
-            os.chmod(folder, 0o755)
+    were 0700 (every object a 403), while the manifest beside them was 0644.
+
+    The read and search bits are added, none taken: a shared stratum's ``2775`` (setgid, group-written
+    by its publishers) became ``0755`` at the first publish under ``umask 027``, and the group could no
+    longer publish. A folder of another user's is left as it is (a chmod there is EPERM)."""
+    if not hides_from_others():
+        return
+    uid = os.geteuid()
+    for folder in folders:
+        st = os.stat(folder)
+        mode = st.st_mode & 0o7777
+        if mode | 0o755 != mode and st.st_uid == uid:
+            os.chmod(folder, mode | 0o755)
 
 
 def write_all(fd: int, block: bytes) -> None:

@@ -53,10 +53,13 @@ def launch_root() -> tuple[str, Path]:
     it may be relative: ``launch.instances.default_home`` refuses that), else ``data_root``'s
     ``cernvm-launch``. The one rule of ``default_home`` (which also knows the system daemon's folder and
     a legacy ``~/.cernvm``, no variable's) and ``variable_behind``."""
-    home = os.environ.get("CERNVM_LAUNCH_HOME")
-    if home:
-        return "CERNVM_LAUNCH_HOME", Path(os.path.expanduser(home))
-    return data_root("cernvm-launch")
+    value = os.environ.get("CERNVM_LAUNCH_HOME")
+    if not value:
+        return data_root("cernvm-launch")
+    if value == "~" or value.startswith("~/"):
+        # ``home``'s rule: expanduser takes any $HOME, and with an empty one '~/vms' was '/vms'
+        return "CERNVM_LAUNCH_HOME", home() / value[2:]
+    return "CERNVM_LAUNCH_HOME", Path(os.path.expanduser(value))
 
 
 def _xdg(variable: str, default: str, name: str) -> tuple[str, Path]:

@@ -70,3 +70,13 @@ def log_formatter(fmt: str | None = None) -> logging.Formatter:
             return visible(super().formatMessage(record), one_line=True)
 
     return Visible(fmt)
+
+
+def is_utf8(text: str) -> bool:
+    """Whether ``text`` encodes as UTF-8: a path or file name whose bytes are not UTF-8 holds their
+    surrogate escapes (``os.fsdecode``), which a JSON state or an output name cannot take."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -177,6 +177,18 @@ def _reader_left() -> None:
     raise BrokenPipeError(errno.EPIPE, os.strerror(errno.EPIPE))
 
 
+def _quiet_when_gone(console: Console) -> Console:
+    """``console`` (stderr) falls silent when its reader left (``2>&1 | true``): the command goes on,
+    and its exit code says how it ended, as with a full stderr. rich's own handler pointed stdout at
+    /dev/null and raised SystemExit(1): every error's code was 1, and a warning ended the command."""
+
+    def gone() -> None:
+        console.quiet = True  # (rich then drops what it holds, and everything after)
+
+    console.on_broken_pipe = gone  # type: ignore[method-assign]
+    return console
+
+
 def _wide_enough(console: Console) -> Console:
     """``console`` with a width of at least one column: rich takes ``$COLUMNS=0`` as a width of 0 and
     then writes nothing at all, so ``COLUMNS=0 cernvm-build profiles show nosuch`` exited 3 without
@@ -216,7 +228,9 @@ class Output:
     def err(self) -> Console:
         from rich.console import Console
 
-        return _wide_enough(Console(stderr=True, highlight=False, soft_wrap=True, emoji=False))
+        return _quiet_when_gone(
+            _wide_enough(Console(stderr=True, highlight=False, soft_wrap=True, emoji=False))
+        )
 
     # -- results -------------------------------------------------------------------------------
     # ``--quiet`` is "only errors": a result shown for people (a line, a table, a rendered result) is
@@ -499,7 +513,10 @@ def _meant(message: str, parser: argparse.ArgumentParser) -> str | None:
 
     choice = re.search(r"invalid choice: '(.*?)' \(choose from (.*)\)\Z", message, re.S)
     if choice:
-        typed, options = [choice[1]], re.findall(r"'([^']*)'", choice[2])
+        # quoted by 3.11 and 3.12.0-6 ('a', 'b'), not by 3.12.7+ and 3.13 (a, b): str() of each
+        listed = choice[2]
+        options = re.findall(r"'([^']*)'", listed) or [o.strip() for o in listed.split(",")]
+        typed = [choice[1]]
     elif message.startswith("unrecognized arguments: "):
         typed = [w.split("=", 1)[0] for w in message.split()[2:] if w.startswith("--")]
         options = [o for a in parser._actions for o in a.option_strings if o.startswith("--")]

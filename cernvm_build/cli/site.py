@@ -12,7 +12,7 @@ from typing import Any
 from ..errors import BuildError, CernVMError, UsageError
 from ..paths import data_dir
 from ..report import NULL_REPORTER, Reporter, scoped
-from ..termtext import visible
+from ..termtext import is_utf8, visible
 from . import areas
 from .app import Output, group_handler, jobs, seconds, styled, subparser, whole_number
 
@@ -97,20 +97,12 @@ def _import_builder() -> tuple[Any, Any]:
     return Builder, GENERATORS
 
 
-def _utf8(text: str) -> bool:
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def _builder(args: argparse.Namespace, out: Output, reporter: Reporter = NULL_REPORTER) -> Any:
     Builder, GENERATORS = _import_builder()
     for flag, folder in (("--site", args.site), ("--out", args.out)):
         # the build's state names its folders and sources as text: a byte that is not UTF-8 in their
         # path was a UnicodeEncodeError traceback (its files' names are refused likewise; pr28b 12)
-        if folder is not None and not _utf8(str(folder.absolute())):
+        if folder is not None and not is_utf8(str(folder.absolute())):
             raise UsageError(
                 f"{flag} {os.fsdecode(folder)!r}: the path is not UTF-8 text",
                 hint="use a folder whose path is UTF-8 (rename it, or build elsewhere)",

@@ -91,13 +91,16 @@ def make_folder(directory: Path, flag: str) -> None:
     FileExistsError/NotADirectoryError traceback (keygen --out, create STRATUM).
 
     A folder made here is writable by its owner alone whatever the umask: under ``umask 000`` the keys
-    folder was 0777, and anyone could replace the 0600 master key in it (or the repository's files)."""
+    folder was 0777, and anyone could replace the 0600 master key in it (or the repository's files).
+    So is every folder above it made here (``--out new/keys``): a 0777 parent let anyone rename the
+    keys folder away and put another in its place."""
     try:
-        made = not directory.is_dir()
+        made = [p for p in (directory, *directory.parents) if not p.is_dir()]
         directory.mkdir(parents=True, exist_ok=True)
         umask = process_umask()
-        if made and umask & 0o022 != 0o022:
-            os.chmod(directory, 0o777 & ~umask & ~0o022)
+        if umask & 0o022 != 0o022:
+            for folder in made:
+                os.chmod(folder, 0o777 & ~umask & ~0o022)
     except OSError as e:
         raise CvmfsError(
             f"{directory}: cannot make the folder: {e.strerror}",

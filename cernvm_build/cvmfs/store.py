@@ -880,6 +880,13 @@ class ObjectStore:
             except CvmfsError as e:
                 failed += 1
                 log.debug("fetch ahead of %s failed: %s", what, e)
+            except OSError as e:
+                # as the batch's: one past PASS_THROUGH_MAX on a full cache disk was an OSError out
+                # of the prefetcher's thread (a traceback in the daemon's log, the rest not made)
+                if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+                    raise
+                self._full(e)
+                failed += 1
         return made, failed
 
     def fetch_stored_many(self, items: Sequence[tuple[ObjectHash, str]], *, limit: int) -> tuple[int, int]:

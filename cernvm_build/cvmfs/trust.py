@@ -42,9 +42,11 @@ def keys_to_verify(source: str, fqrn: str | None, given: Sequence[Path], *, veri
     """``given``, else the default keys; a CvmfsError when verifying and none is found."""
     if given or not verify:
         return list(given)
-    check_local_folder(source)  # a typo in the path is said so, not "no public key found"
     found = default_keys(source, fqrn)
     if not found:
+        # a typo in the path is said so, not "no public key found". Only here: a key found (in
+        # $CVMFS_KEYS_DIR, /etc/cvmfs/keys) verifies what --cache holds of a folder gone, or a --server
+        check_local_folder(source)
         raise CvmfsError(
             f"{source}: no public key found to verify the repository",
             hint="pass --key PATH (the master public key, <fqrn>.pub), or --no-verify",

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import Location, ProfileError
+from ..termtext import is_utf8
 from . import checks, convert, model, resolve, settings, template, upgrade
 from .model import (
     BootloaderSettings,
@@ -161,7 +162,7 @@ def check(
             return outcome
         name_node = tree.value.get("name")
         name = name_node.value if name_node is not None and isinstance(name_node.value, str) else path.stem
-        if name_node is None and not _is_utf8(name):
+        if name_node is None and not is_utf8(name):
             # the name comes from the file's: a byte that is not UTF-8 went on into the output names and
             # the fingerprint's JSON, a UnicodeEncodeError traceback of `profiles list` (pr28b finding 11)
             raise ProfileError(
@@ -198,14 +199,6 @@ def check(
         extra = {"source": path, "extends": list(layers[-1].extends), "inputs": [la.path for la in layers]}
         outcome.profile = model.build(Profile, v, extra)
     return outcome
-
-
-def _is_utf8(text: str) -> bool:
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _origin(node: Node | None) -> str:

@@ -350,6 +350,13 @@ def test_every_option_s_help_names_its_default() -> None:
     assert not unnamed, unnamed
 
 
+@pytest.mark.parametrize("listed", ["'image', 'cvmfs', 'site'", "image, cvmfs, site"])
+def test_a_mistyped_choice_is_hinted_whichever_way_argparse_lists_the_choices(listed: str) -> None:
+    # Python 3.12.7+ and 3.13 list the choices unquoted (str(), gh-117766): no hint was found there
+    message = f"argument area: invalid choice: 'imgae' (choose from {listed})"
+    assert app._meant(message, build_parser()) == "'image'"
+
+
 @pytest.mark.parametrize(
     ("argv", "meant"),
     [
@@ -759,19 +766,25 @@ def test_a_working_folder_removed_under_the_command_is_one_line(tmp_path: Path) 
 
 
 @pytest.mark.parametrize("json_mode", [False, True])
-def test_an_error_onto_a_full_stderr_keeps_its_exit_code(json_mode: bool) -> None:
+@pytest.mark.parametrize("stderr", ["full", "reader left"])
+def test_an_error_onto_a_full_stderr_keeps_its_exit_code(json_mode: bool, stderr: str) -> None:
     # `profiles show nosuch 2>/dev/full`: the error line's failed write left run() as an OSError,
-    # exit 1 instead of 3 (with --json too, its document already on stdout) (pr28b finding 10)
-    with open("/dev/full", "w") as full:
+    # exit 1 instead of 3 (with --json too, its document already on stdout) (pr28b finding 10); a
+    # stderr pipe whose reader left (`2>&1 | true`) was rich's broken-pipe exit, 1 too
+    read, write = os.pipe()
+    os.close(read)
+    with open("/dev/full", "w") if stderr == "full" else os.fdopen(write, "w") as into:
         done = subprocess.run(
             [sys.executable, "-P", "-m", "cernvm_build.cli.main", "profiles", "show", "nosuch"]
             + (["--json"] if json_mode else []),
             stdout=subprocess.PIPE,
-            stderr=full,
+            stderr=into,
             text=True,
             env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
             timeout=120,
         )
+    if stderr == "full":
+        os.close(write)
     assert done.returncode == 3
     if json_mode:
         assert json.loads(done.stdout)["exit_code"] == 3

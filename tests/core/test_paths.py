@@ -43,3 +43,22 @@ def test_an_empty_or_relative_home_is_not_used(
     assert paths.data_root("cernvm-launch") == ("HOME", own / ".local" / "share" / "cernvm-launch")
     monkeypatch.setenv("HOME", str(tmp_path / "h"))
     assert paths.home() == tmp_path / "h"
+
+
+@pytest.mark.parametrize("value", ["", "rel"])
+def test_a_launch_home_under_tilde_takes_the_same_home(
+    value: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # CERNVM_LAUNCH_HOME='~/vms' was expanded by os.path.expanduser, which takes any $HOME: with an
+    # empty one it was /vms (an absolute path, accepted), with HOME=rel the relative rel/vms (refused)
+    import pwd
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", value)
+    monkeypatch.setenv("CERNVM_LAUNCH_HOME", "~/vms")
+    own = Path(pwd.getpwuid(os.getuid()).pw_dir)
+    assert paths.launch_root() == ("CERNVM_LAUNCH_HOME", own / "vms")
+    monkeypatch.setenv("CERNVM_LAUNCH_HOME", "~")
+    assert paths.launch_root() == ("CERNVM_LAUNCH_HOME", own)
+    monkeypatch.setenv("CERNVM_LAUNCH_HOME", str(tmp_path / "l"))
+    assert paths.launch_root() == ("CERNVM_LAUNCH_HOME", tmp_path / "l")

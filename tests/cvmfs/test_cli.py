@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -51,6 +52,23 @@ def test_a_local_source_that_is_not_there_is_said_so(
         doc = json.loads(capsys.readouterr().out)
         assert doc["error"] == f"{source}: {said}", doc
         assert "Stratum folder" in doc["hint"]
+
+
+def test_a_folder_gone_is_still_read_from_the_cache_when_its_key_is_found_elsewhere(
+    fx: Fixture, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The key look-up's "no such folder" (pr28c) came before any key was looked for: a key in
+    $CVMFS_KEYS_DIR no longer verified what --cache holds of a folder gone (``open_repository``
+    serves it from the cache's last verified manifest)."""
+    src = tmp_path / "copy" / FQRN
+    shutil.copytree(fx.root, src)
+    keys = tmp_path / "keys"
+    shutil.copytree(fx.root / "keys", keys)
+    monkeypatch.setenv("CVMFS_KEYS_DIR", str(keys))
+    argv = ["cvmfs", "info", str(src / "repo"), "--fqrn", FQRN, "--cache", str(tmp_path / "cache"), "--json"]
+    first = run_json(capsys, *argv)
+    shutil.rmtree(src)
+    assert run_json(capsys, *argv) == {**first, "offline": True}  # type: ignore[dict-item]
 
 
 def test_ls_cat_and_tag_list(fx: Fixture, capsys: pytest.CaptureFixture[str]) -> None:

@@ -52,11 +52,32 @@ def test_the_keys_folder_and_the_repository_made_under_umask_000_are_not_writabl
     # keygen's --out folder was 0777 under umask 000: anyone could replace the 0600 master key in it
     old = os.umask(0)
     try:
-        keys, srv = tmp_path / "keys", tmp_path / "srv"
+        keys, srv = tmp_path / "new" / "keys", tmp_path / "srv" / "repo"
         assert main(["cvmfs", "keygen", "demo.cernvm.test", "--out", str(keys)]) == 0
         assert main(["cvmfs", "create", str(srv), "--fqrn", "demo.cernvm.test", "--keys", str(keys)]) == 0
     finally:
         os.umask(old)
-    assert keys.stat().st_mode & 0o777 == 0o755
-    assert srv.stat().st_mode & 0o777 == 0o755
+    # the folders above them made too (a 0777 one let anyone swap the keys folder for another)
+    for folder in (keys, keys.parent, srv, srv.parent):
+        assert oct(folder.stat().st_mode & 0o777) == oct(0o755), folder
     assert (keys / "demo.cernvm.test.masterkey").stat().st_mode & 0o777 == 0o600
+
+
+def test_a_shared_stratum_published_under_umask_027_keeps_its_group_write_and_setgid(tmp_path: Path) -> None:
+    # the served folders' chmod set 0755 outright: a stratum 2775 (setgid, written by a group of
+    # publishers) became 0755 at the first publish, and the rest of the group could no longer publish
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "f").write_text("x\n")
+    keys, srv = tmp_path / "keys", tmp_path / "srv"
+    assert main(["cvmfs", "keygen", "demo.cernvm.test", "--out", str(keys)]) == 0
+    assert main(["cvmfs", "create", str(srv), "--fqrn", "demo.cernvm.test", "--keys", str(keys)]) == 0
+    for folder in (srv, srv / "data", srv / "data" / "00"):
+        os.chmod(folder, 0o2775)
+    old = os.umask(0o027)
+    try:
+        assert main(["cvmfs", "publish", str(srv), str(tree), "--keys", str(keys)]) == 0
+    finally:
+        os.umask(old)
+    for folder in (srv, srv / "data", srv / "data" / "00"):
+        assert oct(folder.stat().st_mode & 0o7777) == oct(0o2775), folder
