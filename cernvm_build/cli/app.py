@@ -123,6 +123,12 @@ def output_file(text: str) -> Path | None:
     return None if text == "-" else Path(text)
 
 
+def add_output_file(p: argparse.ArgumentParser, help: str) -> None:
+    """``-o/--output FILE`` of a command that prints to stdout by default (``output_file``), also
+    spelled ``--out``: the other commands' spelling of where the output goes (pr28c)."""
+    p.add_argument("-o", "--output", "--out", type=output_file, metavar="FILE", help=help)
+
+
 def also_file(text: str) -> Path:
     """An argparse type for ``--out FILE`` that writes a file besides the printed output: ``-`` is
     refused (it wrote a file named '-'); ``--json`` is what prints the data on stdout."""

@@ -15,7 +15,7 @@ from typing import Any
 
 from ..cvmfs.trust import keys_to_verify
 from ..errors import UsageError
-from .app import Output, jobs, output_file, retries, seconds, subparser, write_output
+from .app import Output, add_output_file, jobs, retries, seconds, subparser, write_output
 from .cvmfs_publish import add_s3_args, stratum_target
 from .cvmfs_source import KEYS_HELP, add_blacklist, add_source, blacklist_from_args
 
@@ -195,14 +195,7 @@ def register_serve(cvmfs_sub: argparse._SubParsersAction[argparse.ArgumentParser
     p.add_argument("dir", type=Path, metavar="STRATUM_DIR")
     p.add_argument("--port", type=int, default=80, help="TCP port (default 80)")
     p.add_argument("--listen", default="*", help="address to listen on (default: all)")
-    p.add_argument(
-        "-o",
-        "--output",
-        "--out",  # the other commands' spelling of where the output goes
-        type=output_file,
-        metavar="FILE",
-        help="write here (default, or -: stdout)",
-    )
+    add_output_file(p, "write here (default, or -: stdout)")
     p.add_argument(
         "--run-dir",
         type=Path,
@@ -244,14 +237,7 @@ def register_serve(cvmfs_sub: argparse._SubParsersAction[argparse.ArgumentParser
     p.add_argument("--cache-mb", type=int, default=0, help="disk cache in MB (default 0: memory only)")
     p.add_argument("--memory-mb", type=int, default=256, help="memory cache in MB (default 256)")
     p.add_argument("--max-object-mb", type=int, default=1024, help="largest object cached (default 1024)")
-    p.add_argument(
-        "-o",
-        "--output",
-        "--out",  # the other commands' spelling of where the output goes
-        type=output_file,
-        metavar="FILE",
-        help="write here (default, or -: stdout)",
-    )
+    add_output_file(p, "write here (default, or -: stdout)")
     p.add_argument(
         "--run-dir",
         type=Path,

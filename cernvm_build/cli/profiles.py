@@ -16,7 +16,7 @@ from ..profile import compare, reference, schema, settings
 from ..profile.yamlnodes import display
 from ..termtext import visible
 from . import areas, flags
-from .app import Output, group_handler, output_file, styled, subparser, write_output
+from .app import Output, add_output_file, group_handler, styled, subparser, write_output
 
 DESCRIPTION = """\
 Declarative profiles: one YAML file per CernVM platform (EL4-EL9, Debian 12 and the demo).
@@ -323,11 +323,4 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "  cernvm-build profiles reference -o docs/profile-reference.md",
         handler=cmd_reference,
     )
-    p.add_argument(
-        "-o",
-        "--output",
-        "--out",  # the other commands' spelling of where the output goes
-        type=output_file,
-        metavar="FILE",
-        help="write to FILE (atomically) instead of stdout (-)",
-    )
+    add_output_file(p, "write to FILE (atomically) instead of stdout (-)")
