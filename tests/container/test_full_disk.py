@@ -5,19 +5,15 @@ is read past (finding 10)."""
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from tests.container.profiles import local_profile
+from tests.support.tmpfsns import in_namespace, needs_unshare
 
-ROOT = Path(__file__).resolve().parents[2]
 FQRN = "full.pr28a.test"
 
-pytestmark = pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare (util-linux)")
+pytestmark = needs_unshare
 
 
 def test_a_full_disk_names_the_output_or_the_scratch_file(tmp_path: Path) -> None:
@@ -41,15 +37,7 @@ def test_a_full_disk_names_the_output_or_the_scratch_file(tmp_path: Path) -> Non
         umount {mnt} && mount -t tmpfs -o size=64k none {mnt}
         CERNVM_CACHE_DIR={mnt}/cache {build} --out {tmp_path}/out3 2>{tmp_path}/catalog.err
     """
-    done = subprocess.run(
-        ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script],
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    if done.returncode == 99:
-        pytest.skip(f"no tmpfs in a mount namespace here: {done.stderr.strip()}")
+    done = in_namespace(script)
     assert done.returncode == 1, done.stderr
     # the layers' tars in OUT/.prof.work: the write's ENOSPC named no file
     err = (tmp_path / "out.err").read_text()

@@ -3,20 +3,14 @@ memory, not refused with ENOSPC (pr28a finding 10)."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 import sys
 import zlib
 from pathlib import Path
 
-import pytest
-
 from cernvm_build.cvmfs.objects import hash_bytes
+from tests.support.tmpfsns import in_namespace, needs_unshare
 
-ROOT = Path(__file__).resolve().parents[2]
-
-pytestmark = pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare (util-linux)")
+pytestmark = needs_unshare
 
 READ = """
 import os, sys
@@ -69,15 +63,7 @@ def _on_full_disk(tmp_path: Path, code: str, name: str, size: int) -> str:
         mount -t tmpfs -o size=128k none {mnt} || exit 99
         {sys.executable} -P -c "$0" {tmp_path}/srv {mnt}/cache {name} {size}
     """
-    done = subprocess.run(
-        ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script, code],
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    if done.returncode == 99:
-        pytest.skip(f"no tmpfs in a mount namespace here: {done.stderr.strip()}")
+    done = in_namespace(script, code, timeout=120)
     assert done.returncode == 0, done.stderr
     return done.stdout
 

@@ -4,16 +4,12 @@ finishes the job."""
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
-import pytest
+from tests.support.tmpfsns import in_namespace, needs_unshare
 
-ROOT = Path(__file__).resolve().parents[2]
-
-pytestmark = pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare (util-linux)")
+pytestmark = needs_unshare
 
 
 def test_a_full_disk_names_the_side_that_is_full(tmp_path: Path) -> None:
@@ -41,16 +37,7 @@ def test_a_full_disk_names_the_side_that_is_full(tmp_path: Path) -> None:
         {cli} cvmfs export {mnt}/srv {mnt}/out --key {tmp_path}/keys/f.test.pub -q 2>{tmp_path}/dir.err
         ls -A {mnt} >{tmp_path}/left
     """
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    done = subprocess.run(
-        ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    if done.returncode == 99:
-        pytest.skip(f"no tmpfs in a mount namespace here: {done.stderr.strip()}")
+    done = in_namespace(script)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "full.rc").read_text().strip() == "5"
     err = (tmp_path / "full.err").read_text()
@@ -86,16 +73,7 @@ def test_a_replica_on_a_full_disk_names_the_object(tmp_path: Path) -> None:
         {replicate} || exit 95
         {cli} cvmfs verify {mnt}/rep --key {tmp_path}/keys/f.test.pub -q || exit 94
     """
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    done = subprocess.run(
-        ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    if done.returncode == 99:
-        pytest.skip(f"no tmpfs in a mount namespace here: {done.stderr.strip()}")
+    done = in_namespace(script)
     assert done.returncode == 0, done.stderr  # and the re-run with space finishes, verified
     assert (tmp_path / "rep.rc").read_text() == "1\n"
     err = (tmp_path / "rep.err").read_text()

@@ -3,32 +3,12 @@ disk under jinja2's bytecode cache costs only that cache (pr28a findings 1 and 3
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
-import pytest
+from tests.support.tmpfsns import in_namespace, needs_unshare
 
-ROOT = Path(__file__).resolve().parents[2]
-
-pytestmark = pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare (util-linux)")
-
-
-def _in_namespace(script: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
-    """``script`` (sh) as root of a user and mount namespace, where it may mount a tmpfs."""
-    done = subprocess.run(
-        ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script],
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=tmp_path,
-    )
-    if done.returncode == 99:
-        pytest.skip(f"no tmpfs in a mount namespace here: {done.stderr.strip()}")
-    return done
+pytestmark = needs_unshare
 
 
 def test_a_full_disk_under_the_build_state_is_one_line(tmp_path: Path) -> None:
@@ -45,7 +25,7 @@ def test_a_full_disk_under_the_build_state_is_one_line(tmp_path: Path) -> None:
         dd if=/dev/zero of={mnt}/fill2 bs=4k 2>/dev/null
         {build} --out {tmp_path}/out -q
     """
-    done = _in_namespace(script, tmp_path)
+    done = in_namespace(script, cwd=tmp_path)
     first, second = done.stderr.split("hint: free space on the cache's disk")
     assert (tmp_path / "rc1").read_text() == "7\n", first
     assert "Traceback" not in done.stderr
@@ -73,6 +53,6 @@ def test_a_full_disk_under_the_bytecode_cache_costs_only_that_cache(tmp_path: Pa
         dd if=/dev/zero of={mnt}/fill bs=4k 2>/dev/null
         {sys.executable} -P -c "{code}"
     """
-    done = _in_namespace(script, tmp_path)
+    done = in_namespace(script, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stdout == "<p>&lt;a&gt;</p>\\n"
