@@ -83,6 +83,26 @@ sys.stdout.write(repr(got))
 """
 
 
+NO_PROC = """
+import errno, os, sys
+from pathlib import Path
+from cernvm_build.cvmfs.fetch import LocalFetcher
+from cernvm_build.cvmfs.plaincache import PlainCache
+from cernvm_build.cvmfs.store import ObjectStore
+
+srv, cache, name, size = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+store = ObjectStore(LocalFetcher(srv, repo="x.test"), None, repo="x.test")
+store.plain_cache = PlainCache(cache)
+listdir = os.listdir
+os.listdir = lambda p: os.stat("/proc/gone") if str(p).startswith("/proc") else listdir(p)
+try:
+    os.close(store.inflated_fd(name, "", size=size, compressed=True, what="file"))
+    sys.stdout.write("served")
+except OSError as e:
+    sys.stdout.write(errno.errorcode[e.errno])
+"""
+
+
 FETCHES = """
 import os, sys
 from pathlib import Path
@@ -159,6 +179,12 @@ def test_a_full_disk_serves_from_memory_within_one_budget_for_all_objects_open(t
     name, size = _object(tmp_path)
     other, _ = _object(tmp_path, 1)
     assert _on_full_disk(tmp_path, BUDGET, name, size, other) == "['ENOSPC', 'ENOSPC', 1]"
+
+
+def test_without_proc_the_memory_budget_is_taken_as_spent(tmp_path: Path) -> None:
+    """No /proc to count the memfds alive: the read's ENOSPC of a spent budget, not listdir's ENOENT."""
+    name, size = _object(tmp_path)
+    assert _on_full_disk(tmp_path, NO_PROC, name, size) == "ENOSPC"
 
 
 def test_an_object_unkept_on_a_full_disk_is_served_from_memory_without_a_second_fetch(tmp_path: Path) -> None:
