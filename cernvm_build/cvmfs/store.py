@@ -157,6 +157,40 @@ def _lapped(blocks: Iterator[bytes], laps: _Laps, name: str) -> Iterator[bytes]:
 #: the largest object a mount on a full plain-cache disk serves from memory (a ``memfd``): bounded,
 #: so that a full disk does not turn into a full memory; a larger one is still the read's ENOSPC
 PASS_THROUGH_MAX = 64 << 20
+#: the most bytes of such objects held in memory at once (memfds still open anywhere in this
+#: process): one object's bound alone let N files open at once hold N x PASS_THROUGH_MAX
+PASS_THROUGH_BUDGET = 256 << 20
+#: a write's errors that mean the cache's disk (or quota) is full
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+_MEMFD_PREFIX = "cvmfs-"
+#: held while the budget is checked and a memfd made against it: the budget is the process's (the
+#: mount daemon's stores, one per repository, share it), so is the lock
+_MEMFD_LOCK = threading.Lock()
+
+
+class _NotInMemory(OSError):
+    """An object a full cache disk left unkept that cannot be served from memory either (too large,
+    or the memory budget spent): the read's error, not a reason to try memory once more."""
+
+
+def _memfds_alive() -> int:
+    """The bytes of this process's pass-through memfds still open (by any descriptor): read from
+    /proc, so a descriptor closed anywhere (the FUSE release, a prefetcher, an error path) gives
+    its bytes back without a hook at each close. Only the full-disk path calls it."""
+    sizes: dict[int, int] = {}  # by inode: a memfd open twice (a dup) is counted once
+    try:
+        fds = os.listdir("/proc/self/fd")
+    except OSError:  # no /proc: nothing counted is nothing bounded, so the budget is taken as spent
+        return PASS_THROUGH_BUDGET
+    for fd in fds:
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+            if target.startswith("/memfd:" + _MEMFD_PREFIX):
+                st = os.stat(f"/proc/self/fd/{fd}")
+                sizes[st.st_ino] = st.st_size
+        except OSError:  # closed meanwhile (the listing's own descriptor among them)
+            continue
+    return sum(sizes.values())
 
 
 class ObjectStore:
@@ -186,6 +220,11 @@ class ObjectStore:
         self.stats = {"fetched": 0, "fetched_bytes": 0, "cache_hits": 0}
         #: a full cache disk was said (once: a read of a whole tree would say it for every object)
         self._said_full = False
+        #: the plain cache's disk was found full: the prefetcher makes nothing ahead (each object
+        #: would be made in memory and dropped at once, then fetched again by its reader)
+        self.plain_full = False
+        #: the memory budget of objects served without the cache was said spent (once)
+        self._said_budget = False
         #: the time each phase of making objects took, when asked for (``mount --stats``)
         self.phases: Phases | None = None
 
@@ -670,26 +709,47 @@ class ObjectStore:
     ) -> int:
         """Fetch, check and inflate the object into the plain cache; a descriptor on it. ``keep``:
         a list the inflated blocks are also put in (the caller bounds ``size``). On a full cache disk
-        (or quota) an object up to ``PASS_THROUGH_MAX`` is served from memory instead: a mount on a
-        full cache disk answered every read of an uncached file with ENOSPC (pr28a finding 10)."""
+        (or quota) an object up to ``PASS_THROUGH_MAX`` is served from memory instead
+        (``_in_memory``): a mount on a full cache disk answered every read of an uncached file with
+        ENOSPC (pr28a finding 10)."""
         try:
             return self._make_plain_kept(name, suffix, size, compressed, what, keep)
         except OSError as e:
-            if e.errno not in (errno.ENOSPC, errno.EDQUOT) or size > PASS_THROUGH_MAX:
+            if e.errno not in _FULL or isinstance(e, _NotInMemory):
                 raise
-            self._full(e)
+            # full before the object was in hand (a spill onto a full scratch disk, one read from
+            # the object cache): fetched or read again
+            h = parse_hash(name)
+            with self._stored(h, suffix, what, stored_limit(size, compressed, None), cached=False) as blocks:
+                return self._in_memory(e, h, name, suffix, blocks, size, compressed, what, keep)
+
+    def _in_memory(
+        self,
+        e: OSError,
+        h: ObjectHash,
+        name: str,
+        suffix: str,
+        blocks: Iterator[bytes],
+        size: int,
+        compressed: bool,
+        what: str,
+        keep: list[bytes] | None,
+    ) -> int:
+        """The checked stored ``blocks`` inflated into a memfd, as the plain cache's disk (error
+        ``e``) holds no copy: at most ``PASS_THROUGH_MAX`` bytes, and at most
+        ``PASS_THROUGH_BUDGET`` of them alive at once (else ``_NotInMemory``, ENOSPC)."""
+        self.plain_full = True
+        self._full(e)
         if keep is not None:
             keep.clear()
-        h = parse_hash(name)
-        fd = os.memfd_create(f"cvmfs-{name}{suffix}", os.MFD_CLOEXEC)
+        fd = self._memfd(name, suffix, size, e)
         try:
             got = 0
-            with self._stored(h, suffix, what, stored_limit(size, compressed, None), cached=False) as blocks:
-                for block in self._inflate_blocks(h, suffix, blocks, compressed, what, size):
-                    got += len(block)
-                    write_all(fd, block)
-                    if keep is not None:
-                        keep.append(bytes(block))
+            for block in self._inflate_blocks(h, suffix, blocks, compressed, what, size):
+                got += len(block)
+                write_all(fd, block)
+                if keep is not None:
+                    keep.append(bytes(block))
             if got != size:
                 raise self._size_error(h, suffix, got, size, what)
             os.lseek(fd, 0, os.SEEK_SET)
@@ -697,6 +757,36 @@ class ObjectStore:
             os.close(fd)
             raise
         return fd
+
+    def _memfd(self, name: str, suffix: str, size: int, e: OSError) -> int:
+        """An empty memfd of ``size`` bytes' room, counted against the budget from its creation (it is
+        sized at once: a sparse file, its pages come with the writes) so that two threads cannot
+        both take the last room."""
+        if size > PASS_THROUGH_MAX:
+            raise _NotInMemory(e.errno, f"{e.strerror} (and {human(size)} is too large to serve from memory)")
+        with _MEMFD_LOCK:
+            alive = _memfds_alive()
+            if alive + size > PASS_THROUGH_BUDGET:
+                if not self._said_budget:
+                    self._said_budget = True
+                    log.warning(
+                        "%s: the cache disk is full and the memory budget of objects served without it"
+                        " (%s) is reached: reads of uncached files fail until some are closed",
+                        self.repo,
+                        human(PASS_THROUGH_BUDGET),
+                    )
+                raise _NotInMemory(
+                    errno.ENOSPC,
+                    f"the cache disk is full and {human(alive)} of objects are served from memory"
+                    f" already (at most {human(PASS_THROUGH_BUDGET)})",
+                )
+            fd = os.memfd_create(f"{_MEMFD_PREFIX}{name}{suffix}", os.MFD_CLOEXEC)
+            try:
+                os.ftruncate(fd, size)
+            except BaseException:
+                os.close(fd)
+                raise
+            return fd
 
     def _make_plain_kept(
         self, name: str, suffix: str, size: int, compressed: bool, what: str, keep: list[bytes] | None = None
@@ -711,11 +801,24 @@ class ObjectStore:
             # manager around it (issue 13: ~3 % of a demand-fetched object's instructions)
             parts, spill = self._fetched(h, suffix, what, limit)
             if spill is None:
-                return self._into_plain(h, name, suffix, iter(parts), size, compressed, what, keep, laps)
+                try:
+                    return self._into_plain(h, name, suffix, iter(parts), size, compressed, what, keep, laps)
+                except OSError as e:
+                    if e.errno not in _FULL:
+                        raise
+                    # fetched and checked already: served from memory without a second fetch
+                    return self._in_memory(e, h, name, suffix, iter(parts), size, compressed, what, keep)
             with spill:
                 spill.seek(0)
                 blocks = iter(lambda: spill.read(BLOCK), b"")
-                return self._into_plain(h, name, suffix, blocks, size, compressed, what, keep, laps)
+                try:
+                    return self._into_plain(h, name, suffix, blocks, size, compressed, what, keep, laps)
+                except OSError as e:
+                    if e.errno not in _FULL:
+                        raise
+                    spill.seek(0)  # the spill file is on the scratch disk, which held it
+                    blocks = iter(lambda: spill.read(BLOCK), b"")
+                    return self._in_memory(e, h, name, suffix, blocks, size, compressed, what, keep)
         with self._stored(h, suffix, what, limit, cached=False) as blocks:
             return self._into_plain(h, name, suffix, blocks, size, compressed, what, keep, laps)
 
@@ -764,7 +867,7 @@ class ObjectStore:
         plain = self.plain_cache
         assert plain is not None
         key = name + suffix
-        if plain.has(name, suffix):
+        if self.plain_full or plain.has(name, suffix):  # (made in memory, it would be dropped at once)
             return
         if size > AHEAD_ITEM:
             os.close(self.inflated_fd(name, suffix, size=size, compressed=compressed, what=what))
@@ -809,6 +912,8 @@ class ObjectStore:
         many were made (or found made) and how many failed."""
         plain = self.plain_cache
         assert plain is not None
+        if self.plain_full:  # nothing is made ahead on a full cache disk (see ``plain_full``)
+            return 0, len(items)
         cache = self.cache
         made = failed = 0
         alone: list[tuple[str, str, int, bool, str]] = []
@@ -864,13 +969,17 @@ class ObjectStore:
                 except OSError as e:
                     # a full cache disk: nothing made ahead (the read makes it, in memory), and no
                     # traceback of the prefetcher's thread in the daemon's log
-                    if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+                    if e.errno not in _FULL:
                         raise
+                    self.plain_full = True
                     self._full(e)
                     failed += 1
                 finally:
                     laps.restart()  # the next item's wait starts here, whatever this one did
         for name, suffix, size, compressed, what in alone:
+            if self.plain_full:  # found full meanwhile: the rest are not made either
+                failed += 1
+                continue
             try:
                 if keep:
                     self.fetch_ahead(name, suffix, size=size, compressed=compressed, what=what)

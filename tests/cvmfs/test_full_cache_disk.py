@@ -47,21 +47,118 @@ sys.stdout.write(repr(got))
 """
 
 
-def _object(tmp_path: Path) -> tuple[str, int]:
-    data = bytes(range(256)) * 2048  # 512 kB inflated: more than the disk holds
+BUDGET = """
+import errno, logging, os, sys
+from pathlib import Path
+from cernvm_build.cvmfs import store as store_mod
+from cernvm_build.cvmfs.fetch import LocalFetcher
+from cernvm_build.cvmfs.plaincache import PlainCache
+
+srv, cache, name, other = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], sys.argv[5]
+size = int(sys.argv[4])
+store_mod.PASS_THROUGH_BUDGET = size + size // 2  # room for one object in memory, not two
+store = store_mod.ObjectStore(LocalFetcher(srv, repo="x.test"), None, repo="x.test")
+store.plain_cache = PlainCache(cache)
+said = []
+
+
+class Said(logging.Handler):
+    def emit(self, record):
+        said.append(record.getMessage())
+
+
+logging.getLogger("cernvm_build.cvmfs.store").addHandler(Said())
+held = store.inflated_fd(name, "", size=size, compressed=True, what="file")
+got = []
+for _ in range(2):
+    try:
+        os.close(store.inflated_fd(other, "", size=size, compressed=True, what="file"))
+        got.append("served")
+    except OSError as e:
+        got.append(errno.errorcode[e.errno])
+got.append(sum("memory budget" in line for line in said))  # said once
+os.close(held)  # its memory given back: the other is served now
+os.close(store.inflated_fd(other, "", size=size, compressed=True, what="file"))
+sys.stdout.write(repr(got))
+"""
+
+
+NO_PROC = """
+import errno, os, sys
+from pathlib import Path
+from cernvm_build.cvmfs.fetch import LocalFetcher
+from cernvm_build.cvmfs.plaincache import PlainCache
+from cernvm_build.cvmfs.store import ObjectStore
+
+srv, cache, name, size = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+store = ObjectStore(LocalFetcher(srv, repo="x.test"), None, repo="x.test")
+store.plain_cache = PlainCache(cache)
+listdir = os.listdir
+os.listdir = lambda p: os.stat("/proc/gone") if str(p).startswith("/proc") else listdir(p)
+try:
+    os.close(store.inflated_fd(name, "", size=size, compressed=True, what="file"))
+    sys.stdout.write("served")
+except OSError as e:
+    sys.stdout.write(errno.errorcode[e.errno])
+"""
+
+
+FETCHES = """
+import os, sys
+from pathlib import Path
+from cernvm_build.cvmfs.fetch import LocalFetcher
+from cernvm_build.cvmfs.plaincache import PlainCache
+from cernvm_build.cvmfs import store as store_mod
+
+srv, cache, name, size = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+store = store_mod.ObjectStore(LocalFetcher(srv, repo="x.test"), None, repo="x.test")
+store.plain_cache = PlainCache(cache)
+# a large object's stream, a small one's kept contents, one spilled to a scratch file on its way
+for keep, spill in ((None, store_mod.SPILL), ([], store_mod.SPILL), (None, 1024)):
+    store_mod.SPILL = spill
+    store.stats["fetched"] = 0
+    fd = store._make_plain(name, "", size, True, "file", keep)
+    ok = os.pread(fd, size + 1, 0) == bytes(range(256)) * (size // 256)
+    os.close(fd)
+    sys.stdout.write(f"{store.stats['fetched']} {ok}, ")
+"""
+
+
+AHEAD = """
+import os, sys
+from pathlib import Path
+from cernvm_build.cvmfs.fetch import LocalFetcher
+from cernvm_build.cvmfs.plaincache import PlainCache
+from cernvm_build.cvmfs.store import ObjectStore
+
+srv, cache, name, other = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], sys.argv[5]
+size = int(sys.argv[4])
+store = ObjectStore(LocalFetcher(srv, repo="x.test"), None, repo="x.test")
+store.plain_cache = PlainCache(cache)
+os.close(store.inflated_fd(name, "", size=size, compressed=True, what="file"))  # the disk found full
+fetched = store.stats["fetched"]
+# fetched alone, in a batch, one by one: nothing made ahead, no fetch, no OSError
+ahead = [store.fetch_ahead_many([(other, "", size, True, "file")], whole=w) for w in (0, 1 << 30)]
+store.fetch_ahead(other, "", size=size, compressed=True, what="file")
+sys.stdout.write(f"{store.stats['fetched'] - fetched} {ahead}")
+"""
+
+
+def _object(tmp_path: Path, first: int = 0) -> tuple[str, int]:
+    data = bytes((first + i) % 256 for i in range(256)) * 2048  # 512 kB inflated: more than the disk holds
     stored = zlib.compress(data)
     obj = tmp_path / "srv" / hash_bytes(stored).path()
-    obj.parent.mkdir(parents=True)
+    obj.parent.mkdir(parents=True, exist_ok=True)
     obj.write_bytes(stored)
     return str(hash_bytes(stored)), len(data)
 
 
-def _on_full_disk(tmp_path: Path, code: str, name: str, size: int) -> str:
+def _on_full_disk(tmp_path: Path, code: str, name: str, size: int, *more: str) -> str:
     mnt = tmp_path / "mnt"
     mnt.mkdir()
     script = f"""
         mount -t tmpfs -o size=128k none {mnt} || exit 99
-        {sys.executable} -P -c "$0" {tmp_path}/srv {mnt}/cache {name} {size}
+        {sys.executable} -P -c "$0" {tmp_path}/srv {mnt}/cache {name} {size} {" ".join(more)}
     """
     done = in_namespace(script, code, timeout=120)
     assert done.returncode == 0, done.stderr
@@ -76,3 +173,26 @@ def test_an_object_too_large_to_serve_from_memory_fails_the_prefetch_alone(tmp_p
 def test_a_full_plain_cache_disk_serves_the_object_from_memory(tmp_path: Path) -> None:
     name, size = _object(tmp_path)
     assert _on_full_disk(tmp_path, READ, name, size) == f"{size} True"
+
+
+def test_a_full_disk_serves_from_memory_within_one_budget_for_all_objects_open(tmp_path: Path) -> None:
+    name, size = _object(tmp_path)
+    other, _ = _object(tmp_path, 1)
+    assert _on_full_disk(tmp_path, BUDGET, name, size, other) == "['ENOSPC', 'ENOSPC', 1]"
+
+
+def test_without_proc_the_memory_budget_is_taken_as_spent(tmp_path: Path) -> None:
+    """No /proc to count the memfds alive: the read's ENOSPC of a spent budget, not listdir's ENOENT."""
+    name, size = _object(tmp_path)
+    assert _on_full_disk(tmp_path, NO_PROC, name, size) == "ENOSPC"
+
+
+def test_an_object_unkept_on_a_full_disk_is_served_from_memory_without_a_second_fetch(tmp_path: Path) -> None:
+    name, size = _object(tmp_path)
+    assert _on_full_disk(tmp_path, FETCHES, name, size) == "1 True, 1 True, 1 True, "
+
+
+def test_the_prefetcher_makes_nothing_ahead_once_the_cache_disk_is_known_full(tmp_path: Path) -> None:
+    name, size = _object(tmp_path)
+    other, _ = _object(tmp_path, 1)
+    assert _on_full_disk(tmp_path, AHEAD, name, size, other) == "0 [(0, 1), (0, 1)]"
