@@ -1726,3 +1726,47 @@ def test_the_init_fills_in_the_servers_repository_name_without_a_process() -> No
         )
         assert r.returncode == 0, r.stderr
         assert r.stdout.splitlines() == ["--server", want[0], "--server", want[1]], r.stdout
+
+
+def test_a_cloud_without_config_drives_is_asked_for_user_data_before_the_late_modules(tmp_path: Path) -> None:
+    """03-context-drive.sh with fakes: on EC2 or GCE (their DMI names; no config drive or CD there)
+    the metadata service is asked before the late modules load (~4.2 guest-s under TCG on a PC);
+    when it has no user data the late disks are looked at, and it is not asked twice. Elsewhere
+    (QEMU's DMI, or none readable) the disks come first, as before."""
+    import shutil
+
+    from cernvm_build.paths import data_dir
+
+    boot = data_dir("bootloader")
+    mnt, log, dev, dmi = tmp_path / "mnt", tmp_path / "calls.log", tmp_path / "dev", tmp_path / "dmi"
+    mnt.mkdir()
+    dev.mkdir()
+    (dev / "vda").write_text("")
+    cases = (
+        ({"sys_vendor": "Amazon EC2", "product_name": "m5.large"}, "0", ["metadata"]),
+        ({"sys_vendor": "Xen", "product_name": "HVM domU", "bios_version": "4.11.amazon"}, "0", ["metadata"]),
+        ({"sys_vendor": "Google", "product_name": "Google Compute Engine"}, "0", ["metadata"]),
+        ({"sys_vendor": "Amazon EC2", "product_name": "m5.large"}, "1", ["metadata", "late"]),
+        ({"sys_vendor": "QEMU", "product_name": "Standard PC (i440FX)"}, "0", ["late", "metadata"]),
+        ({}, "0", ["late", "metadata"]),
+    )
+    for files, rc, want in cases:
+        shutil.rmtree(dmi, ignore_errors=True)
+        dmi.mkdir()
+        for name, text in files.items():
+            (dmi / name).write_text(text + "\n")
+        fake = (
+            f"DEV_DIR={dev}; SYS_DMI={dmi}; NET_IF=eth0; METADATA_URL=; mkdir() {{ :; }}; "
+            f"mount() {{ return 1; }}; "
+            f'load_late_modules() {{ [ -z "$LATE" ] || return 1; LATE=1; echo late >>{log}; }}; '
+            f"py_early() {{ echo metadata >>{log}; echo ec2; return {rc}; }}; "
+        )
+        script = (
+            f". {boot / 'init.head.sh'}; CONTEXT_MNT={mnt}; FILESYSTEMS={tmp_path}/none; {fake}"
+            f". {boot / 'init.d' / '03-context-drive.sh'}; echo source=$CONTEXT_SRC"
+        )
+        log.unlink(missing_ok=True)
+        r = subprocess.run(["busybox", "sh", "-c", script], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert log.read_text().splitlines() == want, files
+        assert ("source=metadata ec2" in r.stdout) == (rc == "0")

@@ -14,6 +14,7 @@ MODULES_LIST=/etc/ucernvm/modules # the kernel modules to load and the device al
 SYS_BUS=/sys/bus                  # where the devices' modaliases are read
 SYS_NET=/sys/class/net            # the network interfaces (02-network)
 SYS_BLOCK=/sys/block              # the block devices (04-devices)
+SYS_DMI=/sys/class/dmi/id         # the firmware's vendor and product (03-context-drive: which cloud)
 DEV_DIR=/dev                      # the device nodes 03-context-drive looks at
 CONTEXT_MNT=/mnt/context          # where 03-context-drive mounts each disk it looks at
 FILESYSTEMS=/proc/filesystems     # the file system types the kernel has (03-context-drive asks)
