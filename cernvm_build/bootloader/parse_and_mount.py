@@ -18,10 +18,9 @@ service or an OpenNebula CD writes ``cloudsource`` and its arguments the same wa
 --url URL``, ``opennebula CONTEXT_SH OUT``): the process runs what ``python3 -m
 cernvm_build.bootloader.NAME ARGS`` would (its reports on stderr) and writes its status, a blank and
 the first line of its output on fd 3 (each a second Python start, ~0.6-0.7 guest-s under TCG with
-its imports: the mount's imports hold all of the disk code's, cloudsource adds http.client and
-dataclasses). Then the mount's command line: a log
-file (stdout and stderr go there, as the init's redirection did), the number of arguments, then one
-argument a line. It runs the mount as ``python3 -m
+its imports: the mount's imports hold all of the disk code's, cloudsource adds http.client).
+Then the mount's command line: a log file (stdout and stderr go there, as the init's redirection did),
+the number of arguments, then one argument a line. It runs the mount as ``python3 -m
 cernvm_build.cvmfs.mount`` would and exits with its status, without the interpreter's teardown
 (``exit_now``). fd 4 at its end before a whole command line (the init went another way): exits 0,
 nothing mounted. The init's side is ``parse_user_data`` and ``mount_cvmfs``.
@@ -78,8 +77,7 @@ HELPERS = {"disk": "devices", "cloudsource": "context"}
 def _helper(name: str, args: list[str]) -> bytes:
     """``python3 -m cernvm_build.bootloader.NAME ARGS`` in this process: its status, a blank and the
     first line of what it printed. An error is reported on stderr, as that start's traceback was.
-    Imported only when asked: cloudsource's imports (http.client, dataclasses) are no part of the
-    mount's."""
+    Imported only when asked: cloudsource's import of http.client is no part of the mount's."""
     import contextlib
     import importlib
     import io

@@ -32,9 +32,6 @@ _REVOKED = rf"([0-9A-Fa-f]{{2}}(:[0-9A-Fa-f]{{2}}){{19}}({_SUFFIX})?|<{_FQRN} [0
 _PROXY = rf"(DIRECT|auto|https?://[A-Za-z0-9._-]+(:{_PORT})?(/[A-Za-z0-9._/-]*)?|[A-Za-z0-9._-]+:{_PORT})"
 
 
-#: The keys the bootloader honours (the real μCernVM's names), in the one settings type
-#: (``cernvm_build.table``). The profile's ``context`` and cernvm-launch's ``--cvmfs-server``,
-#: ``--snapshot`` and ``--date`` (``flag``) are checked against this same table.
 def snapshot_date(text: str) -> str:
     """``cvmfs_date`` in the one form the mount's ``--date`` reads (``YYYY-MM-DDTHH:MM:SSZ``): the
     key's shorter spellings (``2021-01-15``, ``2021-01-15 10:30``) were passed on as written and
@@ -52,6 +49,9 @@ def snapshot_date(text: str) -> str:
     return when.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+#: The keys the bootloader honours (the real μCernVM's names), in the one settings type
+#: (``cernvm_build.table``). The profile's ``context`` and cernvm-launch's ``--cvmfs-server``,
+#: ``--snapshot`` and ``--date`` (``flag``) are checked against this same table.
 SETTINGS: tuple[Setting, ...] = (
     Setting(
         "resize_rootfs",

@@ -249,17 +249,15 @@ class InOrderPrefetcher(Prefetcher):
         if misses < DENSE_MISSES or (small >= 0 and misses * 10 < DENSE_SHARE * small):
             return  # not dense yet (its small files counted already: no catalog query)
         files = self._small(parent, listing)
-        dense = files is not None and len(files) <= DENSE_FILES
-        with self._lock:
-            if files is not None and dense and misses * 10 < DENSE_SHARE * len(files):
-                self._cold[parent] = (misses, len(files))  # a later cold open may make it dense
-                return
-            self._cold[parent] = (-1, 0)  # fetched ahead now, or never
-        if not dense:
-            return
+        if files is not None and len(files) > DENSE_FILES:
+            files = None  # never fetched ahead
         own = entry.content_hash
         todo: list[DirEntry] = []
         with self._lock:
+            if files is not None and misses * 10 < DENSE_SHARE * len(files):
+                self._cold[parent] = (misses, len(files))  # a later cold open may make it dense
+                return
+            self._cold[parent] = (-1, 0)  # fetched ahead now, or never
             for e in files or ():
                 h = e.content_hash
                 if h is None or h == own or h in self._pending or self._have(h, ""):

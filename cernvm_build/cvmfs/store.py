@@ -154,6 +154,14 @@ def _lapped(blocks: Iterator[bytes], laps: _Laps, name: str) -> Iterator[bytes]:
         yield block
 
 
+def _blocks(parts: list[bytes], spill: BinaryIO | None) -> Iterator[bytes]:
+    """The blocks of an object ``_fetched`` returned, from their start (read again from ``spill``)."""
+    if spill is None:
+        return iter(parts)
+    spill.seek(0)
+    return iter(lambda: spill.read(BLOCK), b"")
+
+
 #: the largest object a mount on a full plain-cache disk serves from memory (a ``memfd``): bounded,
 #: so that a full disk does not turn into a full memory; a larger one is still the read's ENOSPC
 PASS_THROUGH_MAX = 64 << 20
@@ -305,7 +313,7 @@ class ObjectStore:
                         limit=limit,
                     )
                 except OSError as e:
-                    if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+                    if e.errno not in _FULL:
                         raise
                     # a full cache disk (or quota): the object is served as without a cache (the
                     # store removed its partial copy), and the next read tries the cache again. A
@@ -322,12 +330,11 @@ class ObjectStore:
                 return
 
         parts, spill = self._fetched(h, suffix, what, limit)
-        if spill is None:
-            yield iter(parts)
-            return
-        with spill:
-            spill.seek(0)
-            yield iter(lambda: spill.read(BLOCK), b"")
+        try:
+            yield _blocks(parts, spill)
+        finally:
+            if spill is not None:
+                spill.close()
 
     def _fetched(
         self, h: ObjectHash, suffix: str, what: str, limit: int | None
@@ -800,25 +807,21 @@ class ObjectStore:
             # fetched and checked here, as ``_stored`` would, without its generator context
             # manager around it (issue 13: ~3 % of a demand-fetched object's instructions)
             parts, spill = self._fetched(h, suffix, what, limit)
-            if spill is None:
-                try:
-                    return self._into_plain(h, name, suffix, iter(parts), size, compressed, what, keep, laps)
-                except OSError as e:
-                    if e.errno not in _FULL:
-                        raise
-                    # fetched and checked already: served from memory without a second fetch
-                    return self._in_memory(e, h, name, suffix, iter(parts), size, compressed, what, keep)
-            with spill:
-                spill.seek(0)
-                blocks = iter(lambda: spill.read(BLOCK), b"")
-                try:
-                    return self._into_plain(h, name, suffix, blocks, size, compressed, what, keep, laps)
-                except OSError as e:
-                    if e.errno not in _FULL:
-                        raise
-                    spill.seek(0)  # the spill file is on the scratch disk, which held it
-                    blocks = iter(lambda: spill.read(BLOCK), b"")
-                    return self._in_memory(e, h, name, suffix, blocks, size, compressed, what, keep)
+            try:
+                return self._into_plain(
+                    h, name, suffix, _blocks(parts, spill), size, compressed, what, keep, laps
+                )
+            except OSError as e:
+                if e.errno not in _FULL:
+                    raise
+                # fetched and checked already (a spill file is on the scratch disk, which held it):
+                # served from memory without a second fetch
+                return self._in_memory(
+                    e, h, name, suffix, _blocks(parts, spill), size, compressed, what, keep
+                )
+            finally:
+                if spill is not None:
+                    spill.close()
         with self._stored(h, suffix, what, limit, cached=False) as blocks:
             return self._into_plain(h, name, suffix, blocks, size, compressed, what, keep, laps)
 
@@ -992,7 +995,7 @@ class ObjectStore:
             except OSError as e:
                 # as the batch's: one past PASS_THROUGH_MAX on a full cache disk was an OSError out
                 # of the prefetcher's thread (a traceback in the daemon's log, the rest not made)
-                if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+                if e.errno not in _FULL:
                     raise
                 self._full(e)
                 failed += 1
