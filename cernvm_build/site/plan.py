@@ -126,9 +126,10 @@ BY_KEY = frozenset(("toc", "meta", "description"))
 _ENCODE = json.JSONEncoder(sort_keys=True, default=_fp_default, check_circular=False).encode
 
 
-#: the fields of a page's context made from its own rendered metadata (``replan``: made again there from
-#: the page's Markdown key; the rest of its context is recorded, ``parts_blob``)
-OWN = ("description", "toc", "content", "links")
+#: the fields of a page's context made from its own rendered metadata, None in its recorded row
+#: (``replan`` makes them again from the page's Markdown key, and its links, which the row keeps: see
+#: ``parts_blob``; the rest of its context is recorded)
+OWN = ("description", "toc", "content")
 #: the format of a recorded page's plan parts (a row of another is not read)
 PARTS_VERSION = 2
 
@@ -154,7 +155,7 @@ def parts_blob(
     page's row at 1,000 pages). None when the context cannot be pickled (the page is then planned as
     before: the whole page set made)."""
     rest = {k: v for k, v in ctx.items() if k != "site"}
-    rest["page"] = {k: (None if k in OWN and k != "links" else v) for k, v in ctx["page"].items()}
+    rest["page"] = {k: (None if k in OWN else v) for k, v in ctx["page"].items()}
     try:
         sidebar = ctx.get("sidebar")
         if isinstance(sidebar, Late) and SIDEBAR_ROW + sidebar.key not in rows:

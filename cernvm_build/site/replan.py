@@ -2,13 +2,13 @@
 
 When ``plan``'s ``Delta`` applies (the same sources, none of whose ``public`` part changed, the same plan
 digest), every page but the edited ones is the last complete build's, and so is each edited page's context
-but its ``OWN`` fields (made from its own Markdown): nothing it shows of other pages changed. Each build
-records, per page it planned, those context parts by source (``plan.parts_blob``), and the source pages'
-places (site path and URL: what the edited pages' links resolve to and are checked against). This module
-plans from them without a ``Page`` or a context for the unchanged pages: their outputs are the recorded
-ones, checked on disk by size and mtime as ``plan`` checks them (a deleted or edited output is repaired by
-the next build). Whatever is not as expected (a row missing, of another format, or recorded for another
-output than the one on disk, a page the feed shows, a link to a source without a place) makes
+but its ``OWN`` fields and links (made from its own Markdown): nothing it shows of other pages changed.
+Each build records, per page it planned, those context parts by source (``plan.parts_blob``), and the
+source pages' places (site path and URL: what the edited pages' links resolve to and are checked against).
+This module plans from them without a ``Page`` or a context for the unchanged pages: their outputs are the
+recorded ones, checked on disk by size and mtime as ``plan`` checks them (a deleted or edited output is
+repaired by the next build). Whatever is not as expected (a row missing, of another format, or recorded
+for another output than the one on disk, a page the feed shows, a link to a source without a place) makes
 ``recorded`` return None: the builder then plans as before, the whole page set made.
 
 Each recorded row names the fingerprint of the output it was planned for: it is used only while that is the
@@ -71,7 +71,7 @@ class _Parts:
             version == PARTS_VERSION
             and all(isinstance(v, str) for v in (self.path, self.out, self.key))
             and isinstance(page, dict)
-            and all(page.get(k, 0) is None for k in OWN if k != "links")
+            and all(page.get(k, 0) is None for k in OWN)
             and isinstance(page.get("links"), list)
             and isinstance(page.get("layout"), str)
             and isinstance(page.get("url"), str)
