@@ -408,7 +408,6 @@ def _page_fields(
         "section": page.section,
         "kind": page.kind,
         "layout": page.layout,
-        "description": page.description,
         "date": page.date,
         "date_human": human_date(page.date),
         "updated": page.updated,
@@ -416,15 +415,24 @@ def _page_fields(
         "edit_url": cfg.edit_url.replace("{path}", page.src) if cfg.edit_url and page.src else "",
         "updated_human": human_date(page.updated),
         "tags": _tags(cfg.base_path, page.tags),
-        "toc": [{"level": lv, "id": i, "title": t} for lv, i, t in page.r.get("toc", ())],
         "breadcrumbs": _breadcrumbs(pageset, page, crumbs),
         "menu_active": _menu_active(cfg, page, menu),
         "meta": plain(page.meta),
-        "content": Late("content", page.md_key, page.src or "") if page.md_key else "",
-        "links": pageset.link_map(page),
         "prev": None,
         "next": None,
         "versions": [],
+        **own_fields(pageset, page),
+    }
+
+
+def own_fields(pageset: PageSet, page: Page) -> dict[str, Any]:
+    """A page's ``OWN`` context fields and its links: ``_page_fields``' and ``replan``'s, which makes
+    them again for an edited page (its recorded row has the rest)."""
+    return {
+        "description": page.description,
+        "toc": [{"level": lv, "id": i, "title": t} for lv, i, t in page.r.get("toc", ())],
+        "content": Late("content", page.md_key, page.src or "") if page.md_key else "",
+        "links": pageset.link_map(page),
     }
 
 

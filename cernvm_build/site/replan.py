@@ -39,6 +39,7 @@ from .plan import (
     Plan,
     _Fingerprints,
     _site_context,
+    own_fields,
     parts_blob,
 )
 from .search import PREFIX as SEARCH_PREFIX
@@ -218,13 +219,9 @@ def recorded(
             sidebars[sidebar.arg] = (items, sidebar.key)
         if fps.job(p.out, template, was, row.key).fp != old[row.out][0]:
             return None
-        meta = p.r
+        p.description = str(p.meta.get("description") or p.r["summary"])  # (``pages._source_page``'s)
         fields = dict(row.rest["page"])
-        # the ``OWN`` fields as ``plan._page_fields`` makes them (``pages._source_page``'s description)
-        fields["description"] = str(p.meta.get("description") or meta["summary"])
-        fields["toc"] = [{"level": lv, "id": i, "title": t} for lv, i, t in meta.get("toc", ())]
-        fields["content"] = Late("content", p.md_key or "", src)
-        fields["links"] = pageset.link_map(p)
+        fields.update(own_fields(pageset, p))  # (in their places: the row keeps the order)
         ctx: dict[str, Any] = {"site": site_ctx}
         ctx.update(row.rest)
         ctx["page"] = fields
