@@ -126,9 +126,10 @@ BY_KEY = frozenset(("toc", "meta", "description"))
 _ENCODE = json.JSONEncoder(sort_keys=True, default=_fp_default, check_circular=False).encode
 
 
-#: the fields of a page's context made from its own rendered metadata (``replan``: made again there from
-#: the page's Markdown key; the rest of its context is recorded, ``parts_blob``)
-OWN = ("description", "toc", "content", "links")
+#: the fields of a page's context made from its own rendered metadata, None in its recorded row
+#: (``replan`` makes them again from the page's Markdown key, and its links, which the row keeps: see
+#: ``parts_blob``; the rest of its context is recorded)
+OWN = ("description", "toc", "content")
 #: the format of a recorded page's plan parts (a row of another is not read)
 PARTS_VERSION = 2
 
@@ -154,7 +155,7 @@ def parts_blob(
     page's row at 1,000 pages). None when the context cannot be pickled (the page is then planned as
     before: the whole page set made)."""
     rest = {k: v for k, v in ctx.items() if k != "site"}
-    rest["page"] = {k: (None if k in OWN and k != "links" else v) for k, v in ctx["page"].items()}
+    rest["page"] = {k: (None if k in OWN else v) for k, v in ctx["page"].items()}
     try:
         sidebar = ctx.get("sidebar")
         if isinstance(sidebar, Late) and SIDEBAR_ROW + sidebar.key not in rows:
@@ -407,7 +408,6 @@ def _page_fields(
         "section": page.section,
         "kind": page.kind,
         "layout": page.layout,
-        "description": page.description,
         "date": page.date,
         "date_human": human_date(page.date),
         "updated": page.updated,
@@ -415,15 +415,24 @@ def _page_fields(
         "edit_url": cfg.edit_url.replace("{path}", page.src) if cfg.edit_url and page.src else "",
         "updated_human": human_date(page.updated),
         "tags": _tags(cfg.base_path, page.tags),
-        "toc": [{"level": lv, "id": i, "title": t} for lv, i, t in page.r.get("toc", ())],
         "breadcrumbs": _breadcrumbs(pageset, page, crumbs),
         "menu_active": _menu_active(cfg, page, menu),
         "meta": plain(page.meta),
-        "content": Late("content", page.md_key, page.src or "") if page.md_key else "",
-        "links": pageset.link_map(page),
         "prev": None,
         "next": None,
         "versions": [],
+        **own_fields(pageset, page),
+    }
+
+
+def own_fields(pageset: PageSet, page: Page) -> dict[str, Any]:
+    """A page's ``OWN`` context fields and its links: ``_page_fields``' and ``replan``'s, which makes
+    them again for an edited page (its recorded row has the rest)."""
+    return {
+        "description": page.description,
+        "toc": [{"level": lv, "id": i, "title": t} for lv, i, t in page.r.get("toc", ())],
+        "content": Late("content", page.md_key, page.src or "") if page.md_key else "",
+        "links": pageset.link_map(page),
     }
 
 

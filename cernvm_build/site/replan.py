@@ -2,13 +2,13 @@
 
 When ``plan``'s ``Delta`` applies (the same sources, none of whose ``public`` part changed, the same plan
 digest), every page but the edited ones is the last complete build's, and so is each edited page's context
-but its ``OWN`` fields (made from its own Markdown): nothing it shows of other pages changed. Each build
-records, per page it planned, those context parts by source (``plan.parts_blob``), and the source pages'
-places (site path and URL: what the edited pages' links resolve to and are checked against). This module
-plans from them without a ``Page`` or a context for the unchanged pages: their outputs are the recorded
-ones, checked on disk by size and mtime as ``plan`` checks them (a deleted or edited output is repaired by
-the next build). Whatever is not as expected (a row missing, of another format, or recorded for another
-output than the one on disk, a page the feed shows, a link to a source without a place) makes
+but its ``OWN`` fields and links (made from its own Markdown): nothing it shows of other pages changed.
+Each build records, per page it planned, those context parts by source (``plan.parts_blob``), and the
+source pages' places (site path and URL: what the edited pages' links resolve to and are checked against).
+This module plans from them without a ``Page`` or a context for the unchanged pages: their outputs are the
+recorded ones, checked on disk by size and mtime as ``plan`` checks them (a deleted or edited output is
+repaired by the next build). Whatever is not as expected (a row missing, of another format, or recorded
+for another output than the one on disk, a page the feed shows, a link to a source without a place) makes
 ``recorded`` return None: the builder then plans as before, the whole page set made.
 
 Each recorded row names the fingerprint of the output it was planned for: it is used only while that is the
@@ -39,6 +39,7 @@ from .plan import (
     Plan,
     _Fingerprints,
     _site_context,
+    own_fields,
     parts_blob,
 )
 from .search import PREFIX as SEARCH_PREFIX
@@ -71,7 +72,7 @@ class _Parts:
             version == PARTS_VERSION
             and all(isinstance(v, str) for v in (self.path, self.out, self.key))
             and isinstance(page, dict)
-            and all(page.get(k, 0) is None for k in OWN if k != "links")
+            and all(page.get(k, 0) is None for k in OWN)
             and isinstance(page.get("links"), list)
             and isinstance(page.get("layout"), str)
             and isinstance(page.get("url"), str)
@@ -218,13 +219,9 @@ def recorded(
             sidebars[sidebar.arg] = (items, sidebar.key)
         if fps.job(p.out, template, was, row.key).fp != old[row.out][0]:
             return None
-        meta = p.r
+        p.description = str(p.meta.get("description") or p.r["summary"])  # (``pages._source_page``'s)
         fields = dict(row.rest["page"])
-        # the ``OWN`` fields as ``plan._page_fields`` makes them (``pages._source_page``'s description)
-        fields["description"] = str(p.meta.get("description") or meta["summary"])
-        fields["toc"] = [{"level": lv, "id": i, "title": t} for lv, i, t in meta.get("toc", ())]
-        fields["content"] = Late("content", p.md_key or "", src)
-        fields["links"] = pageset.link_map(p)
+        fields.update(own_fields(pageset, p))  # (in their places: the row keeps the order)
         ctx: dict[str, Any] = {"site": site_ctx}
         ctx.update(row.rest)
         ctx["page"] = fields

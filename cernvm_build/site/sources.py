@@ -24,6 +24,7 @@ from typing import Any
 from ..errors import BuildError, CernVMError, Location
 from ..fsutil import open_regular
 from ..report import Reporter
+from ..termtext import is_utf8
 from . import frontmatter, recache
 from . import markdown as md_mod
 from .cache import State
@@ -170,15 +171,14 @@ _BAD_NAME = re.compile(f"[{BAD_PATH_CHARS}]")
 
 
 def _check_name(rel: str, full: str) -> None:
-    if not rel.isascii():  # (the common case: one C pass)
-        try:
-            rel.encode()
-        except UnicodeEncodeError:  # bytes that are no UTF-8: every hash of the name was a traceback
-            raise BuildError(
-                f"the file name {rel!r} is not UTF-8",
-                where=full.encode("unicode_escape").decode("ascii"),
-                hint="rename the file: the bytes of its name are not UTF-8 text",
-            ) from None
+    # (``isascii``: the common case, one C pass); a name of bytes that are no UTF-8: every hash of it
+    # was a traceback
+    if not rel.isascii() and not is_utf8(rel):
+        raise BuildError(
+            f"the file name {rel!r} is not UTF-8",
+            where=full.encode("unicode_escape").decode("ascii"),
+            hint="rename the file: the bytes of its name are not UTF-8 text",
+        )
     bad = _BAD_NAME.search(rel)
     if bad is not None:
         raise BuildError(

@@ -14,7 +14,7 @@ import mmap
 import os
 import re
 import sqlite3
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Container, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +82,17 @@ def _lates(obj: Any) -> list[Late]:
     return out
 
 
+def _shown_md(jobs: Iterable[Job], have: Container[str]) -> set[str]:
+    """The keys of the rendered Markdown these outputs show that are not in ``have``."""
+    return {
+        v.key
+        for j in jobs
+        if j.context
+        for v in _lates(j.context)
+        if v.kind == "content" and v.key not in have
+    }
+
+
 def _made(late: Late, work: Work) -> Any:
     """A ``Late`` value made: the page's rendered body (its links resolved) or a sidebar."""
     if late.kind == "content":
@@ -147,13 +158,7 @@ def _fetched(work: Work, jobs: Sequence[int]) -> Iterator[None]:
     if not work.fetch:  # (a search of every context: ~0.02 CPU-s of a 1,000-page build)
         yield
         return
-    need = {
-        v.key
-        for i in jobs
-        if (ctx := work.jobs[i].context)
-        for v in _lates(ctx)
-        if v.kind == "content" and v.key not in work.html
-    }
+    need = _shown_md((work.jobs[i] for i in jobs), work.html)
     if not need:
         yield
         return
@@ -338,15 +343,7 @@ def execute(
     # build's ~21,000 context values: 0.02 CPU-s of serial time for nothing).
     need_md: list[str] = []
     if any(p.md_key and p.md_key not in fresh for p in pageset.pages):
-        need_md = sorted(
-            {
-                v.key
-                for j in todo
-                if j.context
-                for v in _lates(j.context)
-                if v.kind == "content" and v.key not in fresh
-            }
-        )
+        need_md = sorted(_shown_md(todo, fresh))
     html = {key: text for key, text in fresh.items() if text is not None}
     html.update(state.md_html(need_md))
     made = {str(out_dir)} if new else None
