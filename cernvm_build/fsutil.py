@@ -23,7 +23,7 @@ from pathlib import Path
 
 TYPE_CHECKING = False  # typing's own costs importing typing (see lazylog)
 if TYPE_CHECKING:
-    from typing import Any, BinaryIO
+    from typing import Any, BinaryIO, NoReturn
 
 CHUNK = 1 << 20
 
@@ -364,10 +364,16 @@ def atomic_file(dest: Path, mode: int = 0o644, *, durable: bool = True) -> Itera
     except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        named = full_disk_error(e, dest)
-        if named is not None:
-            raise named from e
-        raise
+        reraise_naming(e, dest)
+
+
+def reraise_naming(e: BaseException, path: Path | str) -> NoReturn:
+    """Raise ``e`` (being handled) again: a write's ENOSPC or EDQUOT as ``full_disk_error`` names it.
+    The tail of every ``except`` that cleans up after a failed write of ``path``."""
+    named = full_disk_error(e, path)
+    if named is None:
+        raise e
+    raise named from e
 
 
 def full_disk_error(e: BaseException, path: Path | str) -> OSError | None:
@@ -555,10 +561,7 @@ def held_lock(
             if remove:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(path)
-            named = full_disk_error(e, path)
-            if named is not None:
-                raise named from e
-            raise
+            reraise_naming(e, path)
         try:
             yield
         finally:
