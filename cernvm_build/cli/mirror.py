@@ -136,11 +136,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     sp.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
     sp.add_argument("--no-delete", action="store_true", help="never delete stale objects")
-    sp.add_argument("--endpoint-url", metavar="URL", help="S3-compatible endpoint (MinIO, Ceph RGW, ...)")
-    sp.add_argument("--profile", metavar="P", help="AWS profile from ~/.aws/config")
-    sp.add_argument(
-        "-j", "--jobs", type=jobs, default=JOBS, metavar="N", help=f"parallel transfers (default {JOBS})"
-    )
+    _s3_access(sp)
     _abort_flag(sp)
 
 
@@ -186,6 +182,11 @@ def _common_s3(p: argparse.ArgumentParser, kind: str) -> None:
         p.add_argument(
             "--suite", action="append", metavar="NAME", help="suite under dists/ (default: all; repeatable)"
         )
+    _s3_access(p)
+
+
+def _s3_access(p: argparse.ArgumentParser) -> None:
+    """The flags of every command that talks to a bucket: where, as whom, how many transfers at once."""
     p.add_argument("--endpoint-url", metavar="URL", help="S3-compatible endpoint (MinIO, Ceph RGW, ...)")
     p.add_argument("--profile", metavar="P", help="AWS profile from ~/.aws/config")
     p.add_argument(
