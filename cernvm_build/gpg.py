@@ -301,9 +301,12 @@ def _signatures(status: str) -> list[_Sig]:
 
 
 def _date(words: list[str] | None) -> str:
-    """A status line's timestamp as a date ('' when there is none), in either of ``_stamp``'s forms."""
-    stamp = _stamp((words or [""])[0])
-    return "" if stamp is None else _day(stamp)
+    """A status line's timestamp as a date ('' when there is none)."""
+    try:
+        stamp = int((words or [""])[0])
+    except ValueError:
+        return ""
+    return _day(stamp)
 
 
 def _day(stamp: int) -> str:

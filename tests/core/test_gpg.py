@@ -214,14 +214,6 @@ def test_status_lines_that_do_not_make_a_good_signature(status: str, message: st
         gpg.valid_signer(lines, "f")
 
 
-def test_a_status_time_in_iso_8601_is_dated_as_one_in_seconds() -> None:
-    # gpg's status times are seconds or ISO 8601 (DETAILS): `_stamp` read both, the error line's
-    # `_date` seconds only, and an ISO KEYEXPIRED said "which expired" with no date
-    lines = "[GNUPG:] NEWSIG\n[GNUPG:] KEYEXPIRED 20200101T000000\n[GNUPG:] GOODSIG 0 A\n"
-    with pytest.raises(IntegrityError, match="expired on 2020-01-01"):
-        gpg.valid_signer(lines + "[GNUPG:] VALIDSIG F d 1 0 4 0 1 1 0 P", "f")
-
-
 def test_one_good_signature_among_worthless_ones_is_enough() -> None:
     status = (
         "[GNUPG:] NEWSIG\n[GNUPG:] EXPKEYSIG 0123 Old\n[GNUPG:] VALIDSIG F d 1 0 4 0 1 10 00 OLD\n"
