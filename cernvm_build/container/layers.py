@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import BinaryIO, Protocol
 
 from ..errors import BuildError
-from ..fsutil import full_disk_error
+from ..fsutil import reraise_naming
 from ..tarwrite import TarWriter
 from ..tree import Entry, TreeReport, TreeSource
 from .layer import GZIP_LEVEL, LayerResult
@@ -82,13 +82,7 @@ class _NamedFile:
         try:
             self.f.write(data)
         except OSError as e:
-            self._named(e)
-            raise
-
-    def _named(self, e: OSError) -> None:
-        named = full_disk_error(e, self.path)
-        if named is not None:
-            raise named from e
+            reraise_naming(e, self.path)
 
     def __enter__(self) -> _NamedFile:
         return self
@@ -97,8 +91,7 @@ class _NamedFile:
         try:
             self.f.close()
         except OSError as e:
-            self._named(e)
-            raise
+            reraise_naming(e, self.path)
 
 
 class _LayerOut:

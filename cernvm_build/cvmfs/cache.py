@@ -34,13 +34,13 @@ from ..fsutil import (
     NotRegularFile,
     TooLarge,
     atomic_write,
-    full_disk_error,
     lock_dir,
     read_capped,
     reclaim_dead_named,
     reclaim_scratch,
     reclaim_stale_in,
     remove_own_tree,
+    reraise_naming,
     temp_prefix,
 )
 from .objects import Holdings, ObjectHash, new_hasher, object_path
@@ -290,10 +290,7 @@ class ObjectCache:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
             # a full cache disk: the write's ENOSPC named no file ("No space left on device" alone)
-            named = full_disk_error(e, dest)
-            if named is not None:
-                raise named from e
-            raise
+            reraise_naming(e, dest)
         self._verified.add(str(dest))
         if self.held is not None:
             self.held.add(str(h) + suffix)

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CvmfsError
-from ..fsutil import full_disk_error, reclaim_stale, remove_tree, temp_prefix
+from ..fsutil import reclaim_stale, remove_tree, reraise_naming, temp_prefix
 from ..tarwrite import TarWriter
 from ..tree import TreeReport
 from ..treewrite import PendingFile, TreeWriter
@@ -176,10 +176,7 @@ def export_tar(
     except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        named = full_disk_error(e, dest)
-        if named is not None:
-            raise named from e
-        raise
+        reraise_naming(e, dest)
     return result
 
 

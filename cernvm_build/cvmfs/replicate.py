@@ -40,8 +40,8 @@ from ..fsutil import (
     PendingSync,
     atomic_file,
     atomic_write,
-    full_disk_error,
     process_umask,
+    reraise_naming,
     served_folders,
     spread_subdirectories,
     write_all,
@@ -309,10 +309,7 @@ class _Transfers:
                     os.unlink(tmp)
                 # a full disk: the write's ENOSPC named no file (the line said only "No space left
                 # on device", pr28a finding 15)
-                named = full_disk_error(e, target)
-                if named is not None:
-                    raise named from e
-                raise
+                reraise_naming(e, target)
             return got
 
         n = self.fetcher.fetch(rel, consume, what=what, limit=limit)

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from .. import lazylog
 from ..errors import CvmfsError, IntegrityError
-from ..fsutil import full_disk_error, remove_own_tree, write_all
+from ..fsutil import remove_own_tree, reraise_naming, write_all
 from . import inflate
 from .cache import ObjectCache
 from .fetch import Fetcher
@@ -644,10 +644,7 @@ class ObjectStore:
                 os.unlink(tmp)
             # a full scratch disk ($TMPDIR): the write's ENOSPC named no file, so the line said only
             # "No space left on device" (a container build with TMPDIR on a small disk)
-            named = full_disk_error(e, dest)
-            if named is not None:
-                raise named from e
-            raise
+            reraise_naming(e, dest)
         return dest
 
     def database_file(self, name: str, suffix: str, *, size: int | None, what: str, cap: int) -> Path:
