@@ -385,6 +385,18 @@ def full_disk_error(e: BaseException, path: Path | str) -> OSError | None:
     return None
 
 
+def copytree_error(e: OSError) -> OSError:
+    """``shutil.copytree``'s one error for all its files (``shutil.Error``: no errno, its argument a
+    list of (src, dst, why)) as its first file's OSError, named by that file's destination: the CLI
+    showed it as a traceback (a full or inode-less disk under ``release publish``'s copy of the site)."""
+    failures = e.args[0] if e.args and isinstance(e.args[0], list) else []
+    if e.errno is not None or not failures or not isinstance(failures[0], tuple) or len(failures[0]) != 3:
+        return e
+    _src, dst, why = failures[0]
+    found = re.match(r"\[Errno (\d+)\] ([^:]*)", str(why))
+    return e if found is None else OSError(int(found[1]), found[2], str(dst))
+
+
 def atomic_write(dest: Path, data: bytes, mode: int = 0o644, *, durable: bool = True) -> None:
     with atomic_file(dest, mode, durable=durable) as f:
         f.write(data)

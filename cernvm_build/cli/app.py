@@ -794,6 +794,10 @@ _ENVIRONMENT_ERRNOS = {
 
 
 def _environment_error(e: OSError) -> CernVMError | None:
+    if e.errno is None and e.args and isinstance(e.args[0], list):  # shutil.copytree's, for every file
+        from ..fsutil import copytree_error  # only on this error path
+
+        e = copytree_error(e)
     if e.errno == errno.ENOENT and e.filename is None and _working_folder_gone():
         # os.getcwd() of a folder removed under the command (``os.path.abspath``, ``Path.resolve``, a
         # relative name shown relative to it): a FileNotFoundError traceback naming no file

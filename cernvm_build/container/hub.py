@@ -33,7 +33,7 @@ from ..cvmfs.parts import CopyPart, Part, RemovePart, TarPart
 from ..cvmfs.publish import publish_parts
 from ..cvmfs.repository import Repository, open_repository
 from ..errors import BuildError, CernVMError
-from ..fsutil import locked_scratch
+from ..fsutil import locked_scratch, reraise_naming
 from .apptainer import scaffold_tree
 from .hub_store import (
     STORE,
@@ -118,7 +118,10 @@ def _read_json(repo: Repository, path: str) -> object | None:
 def _tar(source: TreeSource, files: ExitStack, work: Path, mtime: int | None) -> BinaryIO:
     """``source`` as a tar in a scratch file (closed when the publish is over)."""
     f = files.enter_context(tempfile.TemporaryFile(dir=work))  # noqa: SIM115 (closed by the stack)
-    write_layer(source, raw_out=f, mtime=mtime)
+    try:
+        write_layer(source, raw_out=f, mtime=mtime)
+    except OSError as e:  # a full disk under the hub: "No space left on device" named no file
+        reraise_naming(e, work)
     f.seek(0)
     return f
 

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from ..errors import MirrorError
-from ..fsutil import atomic_write
+from ..fsutil import atomic_write, reclaim_dead_named
 
 #: the checksum types of yum metadata (createrepo_c's names, "sha" is old createrepo's sha1) and apt's,
 #: by hashlib name. Only these: another name hashlib knows is no repository checksum, and the
@@ -70,6 +70,7 @@ def probe_writable(directory: Path) -> None:
     """
     try:
         directory.mkdir(parents=True, exist_ok=True)
+        reclaim_dead_named(directory, r"\.probe-(\d+)")  # a killed run's (64 KiB and more) stayed for ever
         store = directory / "hashes.json"
         size = (store.stat().st_size if store.is_file() else 0) + 65536
         probe = directory / f".probe-{os.getpid()}"

@@ -22,6 +22,7 @@ from typing import Any, BinaryIO
 import botocore.exceptions
 
 from ..errors import MirrorError
+from ..fsutil import reraise_naming
 from .hashcache import signature
 from .s3client import META_SHA256, S3Client, S3Url, direct_put, error_code, http_status, s3_error
 from .s3direct import DirectPut
@@ -339,8 +340,25 @@ class Writer:
         if self.upload_log is None:
             return self._parts(key, upload_id, lf, cond, Entry())
         # recorded while it runs: the next sync aborts it if this one is killed (see uploads)
-        with self.upload_log.running(self.client, self.url.bucket, key, upload_id) as entry:
-            return self._parts(key, upload_id, lf, cond, entry)
+        entry: Entry | None = None
+        try:
+            with self.upload_log.running(self.client, self.url.bucket, key, upload_id) as entry:
+                return self._parts(key, upload_id, lf, cond, entry)
+        except OSError as e:
+            if entry is not None:
+                raise
+            # the record could not be written (a full, read-only or foreign log folder): the upload,
+            # started and recorded nowhere, stayed billed until an --abort-uploads-older-than sweep
+            self._abort(key, upload_id)
+            reraise_naming(e, self.upload_log.folder)
+
+    def _abort(self, key: str, upload_id: str) -> bool:
+        """Abort a multipart upload; False when the server could not be told (left for a later sync)."""
+        try:
+            self.client.abort_multipart_upload(Bucket=self.url.bucket, Key=key, UploadId=upload_id)
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError):
+            return False
+        return True
 
     def _parts(self, key: str, upload_id: str, lf: LocalFile, cond: dict[str, Any], entry: Entry) -> str:
         try:
@@ -381,11 +399,7 @@ class Writer:
             return str(self.client.head_object(Bucket=self.url.bucket, Key=key)["ETag"])
         except BaseException:
             if not entry.settled:
-                try:
-                    self.client.abort_multipart_upload(Bucket=self.url.bucket, Key=key, UploadId=upload_id)
-                    entry.settled = True
-                except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError):
-                    pass  # left recorded: the next sync aborts it
+                entry.settled = self._abort(key, upload_id)  # else left recorded: the next sync aborts it
             raise
 
 

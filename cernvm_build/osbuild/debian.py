@@ -259,8 +259,16 @@ def _in_root(tree: Path, hint: str) -> Iterator[inroot.Root]:
         with inroot.Root(tree) as root:
             yield root
     except OSError as e:
+        _reraise_full(e, tree if e.filename is None else tree / os.fsdecode(e.filename))
         where = f"/{e.filename}" if e.filename is not None else "?"
         raise IntegrityError(f"{tree}: {where}: {e.strerror or e}", hint=hint) from None
+
+
+def _reraise_full(e: OSError, path: Path) -> None:
+    """A full disk or inode table under the cache (ENOSPC, EDQUOT) as the CLI's one line naming
+    ``path`` and saying to free space: it was an IntegrityError blaming the package being unpacked."""
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        raise OSError(e.errno, e.strerror, str(path)) from None
 
 
 def _copy_in(tree: Path, folders: list[tuple[Path, str]]) -> None:
@@ -320,6 +328,7 @@ def _unpack_deb(root: inroot.Root, deb: debpkg.DebPackage) -> None:
                     name = m.name
                     _unpack_member(root, deb, tar, m)
         except OSError as e:
+            _reraise_full(e, root.path / (inroot.clean(name) or ""))
             why = e.strerror or str(e)
             if e.errno == errno.ENOTEMPTY:  # strerror alone did not say what was refused (pr17c 11)
                 why = "it would replace a directory that is not empty, which dpkg refuses too"

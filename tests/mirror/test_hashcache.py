@@ -68,3 +68,23 @@ def test_damaged_store_is_ignored(tmp_path: Path, text: str) -> None:
     f = tmp_path / "f"
     old_file(f, b"y")
     assert HashCache(store).digest(f)[0] == hashlib.sha256(b"y").hexdigest()
+
+
+def test_a_killed_runs_probe_file_is_removed_by_the_next(tmp_path: Path) -> None:
+    # pr31a finding 5: the write probe of a run killed in it (hashes.json's size + 64 KiB) stayed for ever
+    from tests.support.killed import run_killed
+
+    run_killed(
+        "import os, signal, sys\n"
+        "from pathlib import Path\n"
+        "from cernvm_build.mirror import hashcache\n"
+        "os.fsync = lambda fd: os.kill(os.getpid(), signal.SIGKILL)\n"
+        "hashcache.probe_writable(Path(sys.argv[1]))\n",
+        tmp_path,
+    )
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".probe-")], "the dead run's probe"
+    (tmp_path / ".probe-notapid").write_bytes(b"")  # not a probe's name: kept
+
+    hashcache.probe_writable(tmp_path)
+
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".probe-notapid"]

@@ -4,6 +4,8 @@ On moto and Ceph RGW."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,8 @@ pytestmark = pytest.mark.integration
 #: a sync of one folder whose file goes up in 64 KiB parts, killed once its first part is up
 KILLED_IN_MULTIPART = """\
 import os, signal, sys
+import contextlib
+import os
 from pathlib import Path
 from cernvm_build.mirror import s3write
 from cernvm_build.mirror.s3sync import sync_tree
@@ -112,3 +116,58 @@ def test_an_abort_the_server_refuses_is_a_note_and_tried_again(
     (src / "b.txt").write_bytes(b"b")
     again = sync_tree(src, f"s3://{bucket}/r", client=s3, abort_uploads_older_than=None)
     assert again.aborted_uploads == ["r/big.rpm"] and uploads(s3, bucket) == []
+
+
+@pytest.fixture
+def small_fs(tmp_path: Path) -> Any:
+    import subprocess
+
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    yield mnt
+    subprocess.run(["umount", str(mnt)], check=False)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounts a tmpfs (needs root)")
+@pytest.mark.parametrize("case", ["full", "read-only", "inodes"])
+def test_an_upload_log_that_cannot_be_written_is_one_line_and_leaves_no_upload(
+    tmp_path: Path,
+    target: Target,
+    small_fs: Path,
+    case: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # The upload was started before its record was written: on a full, read-only or inode-less cache
+    # it stayed on the server, recorded nowhere (pr31a finding 3), and a full disk named no file.
+    import subprocess
+
+    from cernvm_build.cli.main import main
+    from cernvm_build.mirror import s3write
+
+    monkeypatch.setattr(s3write, "MULTIPART_THRESHOLD", 1)  # a 256 KiB file in 64 KiB parts
+    monkeypatch.setattr(s3write, "PART_SIZE", 64 << 10)
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "big.rpm").write_bytes(bytes(range(256)) * 1024)
+    size = "size=64k" if case == "full" else "size=4m,nr_inodes=3"
+    subprocess.run(["mount", "-t", "tmpfs", "-o", size, "none", str(small_fs)], check=True)
+    log = small_fs / "mirror" / "uploads"
+    log.mkdir(parents=True)  # (the inodes: the mount's root, mirror/ and this folder)
+    if case == "full":
+        with open(small_fs / "fill", "wb", buffering=0) as f, contextlib.suppress(OSError):
+            while True:
+                f.write(b"\0" * 4096)
+    elif case == "read-only":
+        subprocess.run(["mount", "-o", "remount,ro", str(small_fs)], check=True)
+    monkeypatch.setenv("CERNVM_CACHE_DIR", str(small_fs))
+
+    rc = main(["mirror", "sync", str(src), target.url("r"), "--endpoint-url", target.endpoint])
+
+    err = capsys.readouterr().err
+    lines = [x for x in err.splitlines() if x.startswith("error:")]
+    assert rc == 1 and len(lines) == 1 and "Traceback" not in err, err
+    # (read-only: the CLI's line for the cache root $CERNVM_CACHE_DIR names, which is the answer)
+    assert lines[0].startswith(f"error: {small_fs if case == 'read-only' else log}"), err
+    assert uploads(target.client, target.bucket) == []
+    assert "r/big.rpm" not in target.objects()
