@@ -182,7 +182,7 @@ def cmd_list(args: argparse.Namespace, out: Output) -> int:
     if out.json_mode:
         out.data([i.to_json() for i in found])
         return 0
-    if out.quiet:  # "only errors": the listing is a result shown for people (Output.print's rule)
+    if out.quiet:  # -q: the listing is a result shown for people (Output.print's rule)
         return 0
     for inst in found:
         m = inst.meta

@@ -223,7 +223,7 @@ def _print_problems(out: Output, problems: list[str]) -> None:
 
 def _render_plan(out: Output, report: SyncReport) -> None:
     if out.quiet:
-        return  # -q: errors only
+        return  # -q: a result shown for people (Output.print's rule)
     # A dry run shows every action; a real run only with -v (a big first upload is thousands of lines).
     # Plain lines, not a table: keys must never be truncated.
     if report.actions and (report.dry_run or out.verbose):
