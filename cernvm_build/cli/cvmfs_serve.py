@@ -132,7 +132,20 @@ def cmd_mount(args: argparse.Namespace, out: Output) -> int:
     if args.foreground:
         argv.append("--foreground")
     argv.append(str(args.mountpoint))
-    return mount.main(argv)
+    parsed = mount.parse_args(argv)
+    assert parsed is not None  # (no --help among the words built above)
+
+    def report(mounted: mount.Mounted) -> None:
+        for w in mounted.warnings:
+            out.warn(w)
+        for note in mounted.notes:
+            out.info(note)
+        out.data(mounted.to_json(), lambda _: out.print(mounted.line()))
+        # in the foreground the command goes on serving: the report is read now, not at its end
+        sys.stdout.flush()
+
+    mount.start(parsed, report)
+    return 0
 
 
 def register_serve(cvmfs_sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -249,10 +262,13 @@ def register_serve(cvmfs_sub: argparse._SubParsersAction[argparse.ArgumentParser
         cvmfs_sub,
         "mount",
         handler=cmd_mount,
+        json=True,
         help="mount a revision read-only with FUSE",
         description="Mount a verified, pinned revision read-only with FUSE (the same code the μCernVM\n"
         "initrd runs). Contents are fetched on demand. Daemonizes once mounted and prints\n"
-        "'mounted FQRN revision N root HASH tag TAG'; unmount with 'fusermount3 -u MOUNTPOINT'.\n\n"
+        "'mounted FQRN revision N root HASH tag TAG' (--json: {fqrn, revision, root_hash, tag,\n"
+        "mountpoint, pid, cache}, pid the daemon's; with --foreground once mounted, then it serves);\n"
+        "unmount with 'fusermount3 -u MOUNTPOINT'.\n\n"
         "  cernvm-build cvmfs mount http://127.0.0.1:8000/cvmfs/demo.cernvm.test /mnt/demo --key demo.pub\n"
         "  cernvm-build cvmfs mount URL /mnt/el6 --date 2026-01-01T00:00:00Z --cache ~/.cache/cvmfs",
     )
