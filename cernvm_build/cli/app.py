@@ -687,6 +687,9 @@ def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None, *, own_proc
         args = parser.parse_args(argv)
     except KeyboardInterrupt:
         return stopped_early(_argv_parsed)
+    except CernVMError as e:  # an argument's type found it wrong (``cli.inputs``: a file not there)
+        Output(json_mode=_json_asked).error(e)
+        return e.exit_code
     finally:
         _json_asked, _argv_parsed = False, ()
     # told to the command (the parser's ``ends_process`` says it may end, this that it will), which may
@@ -718,8 +721,9 @@ def _observed() -> bool:
 def _configure_logging(verbose: int, quiet: int = 0) -> None:
     """The CLI's log format and level (-v INFO, -vv DEBUG, -qq ERROR: a logged warning is a
     warning). A command that sets ``logs=False`` (its code never logs: ``site build``) skips this
-    unless -v: importing logging is ~5 CPU-ms of a ~0.2 s one-page rebuild. A record logged there anyway still reaches stderr at WARNING (logging's last-resort
-    handler), without the level and logger name."""
+    unless -v: importing logging is ~5 CPU-ms of a ~0.2 s one-page rebuild. A record logged there
+    anyway still reaches stderr at WARNING (logging's last-resort handler), without the level and
+    logger name."""
     import logging
 
     from ..termtext import log_formatter

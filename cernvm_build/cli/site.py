@@ -15,6 +15,7 @@ from ..report import NULL_REPORTER, Reporter, scoped
 from ..termtext import is_utf8, visible
 from . import areas
 from .app import Output, group_handler, jobs, seconds, styled, subparser, whole_number
+from .inputs import existing_folder
 
 # Handlers import the modules of their area when they run (deliberate lazy imports): `--help` and
 # the other commands start without loading every area, and a missing optional extra only stops the
@@ -36,7 +37,7 @@ def _site_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("site")
     g.add_argument(
         "--site",
-        type=Path,
+        type=existing_folder,
         default=None,
         help="site sources (default: the shipped cvmfs.io site, cernvm_build/data/site)",
     )

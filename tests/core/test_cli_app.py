@@ -259,9 +259,10 @@ def _every_leaf() -> list[tuple[str, list[str], int]]:
                 w
                 for a in leaf._actions
                 if a.option_strings and a.required
-                for w in (a.option_strings[0], "x")
+                for w in (a.option_strings[0], ".")
             ]
-            out.append((program, words, json_flag + required, [str((a.choices or ["x"])[0]) for a in needed]))
+            # "." for a positional: a path that is there (a missing input is its own usage error, lf32a)
+            out.append((program, words, json_flag + required, [str((a.choices or ["."])[0]) for a in needed]))
     return out
 
 
