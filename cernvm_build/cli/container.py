@@ -210,7 +210,9 @@ def _push(args: argparse.Namespace, out: Output) -> int:
     from ..container.registry import push
 
     digest = push(args.image, args.dest, tag=args.tag, sign_by=args.sign_by, opts=registry_opts(args))
-    doc = {"image": str(args.image), "dest": args.dest, "digest": digest, "signed_by": args.sign_by}
+    # signer: as release and image verify name it (signed_by, its former name: until 2027)
+    doc = {"image": str(args.image), "dest": args.dest, "digest": digest, "signer": args.sign_by}
+    doc["signed_by"] = args.sign_by
     out.data(doc, lambda d: out.print(f"{args.dest}@{digest}" + (" (signed)" if args.sign_by else "")))
     return 0
 

@@ -69,7 +69,8 @@ def _build(args: argparse.Namespace, out: Output) -> int:
         where = args.out
     data: dict[str, Any] = {
         "profile": prof.name,
-        "tree": str(where),
+        "path": str(where),  # the key every command names what it wrote by
+        "tree": str(where),  # (the same, its former name: until 2027)
         "key": tree.key,
         "reused": tree.reused,
         "kernel_modules": tree.kernel_version,

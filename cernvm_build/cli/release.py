@@ -117,9 +117,11 @@ def _build(args: argparse.Namespace, out: Output) -> int:
         release, directory = build_release(opts, ctx)
     data: dict[str, Any] = {
         "version": release.version,
-        "directory": str(directory),
+        "path": str(directory),  # the key every command names what it wrote by
+        "directory": str(directory),  # (the same, its former name: until 2027)
         "seconds": round(time.monotonic() - started, 1),
-        "signed_by": release.signer,
+        "signer": release.signer,  # as the index, release verify and image verify name it
+        "signed_by": release.signer,  # (its former name: until 2027)
         "profiles": [p.name for p in release.profiles],
         "artifacts": [{"path": a.path, "size": a.size, "sha256": a.sha256} for a in release.artifacts],
     }
@@ -131,8 +133,8 @@ def _build(args: argparse.Namespace, out: Output) -> int:
             ["artifact", "size", "sha256"],
             [(a["path"], a["size"], a["sha256"][:16] + "…") for a in d["artifacts"]],
         )
-        out.print(f"release {d['version']} in {d['directory']} ({d['seconds']} s)"
-                  + (f", SHA256SUMS signed by {d['signed_by']}" if d["signed_by"] else ""))  # fmt: skip
+        out.print(f"release {d['version']} in {d['path']} ({d['seconds']} s)"
+                  + (f", SHA256SUMS signed by {d['signer']}" if d["signer"] else ""))  # fmt: skip
         if "published" in d:
             out.print(f"published to {args.publish}")
 

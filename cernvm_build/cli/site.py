@@ -166,10 +166,11 @@ def cmd_build(args: argparse.Namespace, out: Output) -> int:
     _builder_obj, report = _build(args, out)
     data = report.to_json()
     data.pop("sources", None)
+    data["path"] = data["out_dir"]  # the key every command names what it wrote by (out_dir: until 2027)
 
     def show(d: dict[str, Any]) -> None:
         out.print(
-            f"built {d['pages']} pages ({d['outputs']} files) into {d['out_dir']} in {d['seconds']:.2f} s: "
+            f"built {d['pages']} pages ({d['outputs']} files) into {d['path']} in {d['seconds']:.2f} s: "
             f"{d['rendered']} written, {d['markdown_rendered']} Markdown sources rendered, "
             f"{d['removed']} removed, {d['jobs']} worker(s)"
         )
