@@ -85,6 +85,14 @@ class UsageError(CernVMError):
     exit_code = 2
 
 
+class InputMissing(UsageError):
+    """A file or folder the command line names is not there: exit 2, as a bad argument is (grep, ls
+    and diff say so too), whichever area's command it is (``cli.inputs``)."""
+
+    def __init__(self, path: str, what: str = "file or folder", *, hint: str | None = None) -> None:
+        super().__init__(f"no such {what}", where=path, hint=hint or "check the path")
+
+
 class ProfileError(CernVMError):
     """A profile cannot be loaded, merged, rendered or validated."""
 
@@ -182,7 +190,7 @@ EXIT_TERMINATED = 143  # SIGTERM
 EXIT_CODES: dict[int, str] = {
     0: "success",
     1: "error",
-    2: "usage error (bad arguments)",
+    2: "usage error (bad arguments; a file or folder named on the command line is not there)",
     3: "invalid profile or settings file (e.g. ~/.cernvm-launch.conf)",
     4: "external tool or pip extra missing, or a tool failed",
     5: "CernVM-FS repository error",

@@ -211,9 +211,11 @@ class Output:
     of the CLI's start-up, and a command run with ``--json`` or ``--quiet`` that succeeds (a site
     rebuild from a script, a benchmark) shows nothing with it."""
 
-    def __init__(self, *, json_mode: bool = False, quiet: bool = False, verbose: int = 0):
+    def __init__(self, *, json_mode: bool = False, quiet: int = 0, verbose: int = 0):
         self.json_mode = json_mode
-        self.quiet = quiet
+        #: how many times -q was given (``QUIET_HELP``): 1 leaves out progress, steps, notes and a
+        #: result shown for people; 2 warnings too. A bool (True) counts as 1.
+        self.quiet = int(quiet)
         self.verbose = verbose
         self._json_written = False  # stdout holds this command's JSON document
 
@@ -239,9 +241,9 @@ class Output:
         )
 
     # -- results -------------------------------------------------------------------------------
-    # ``--quiet`` is "only errors": a result shown for people (a line, a table, a rendered result) is
-    # left out too; ``--json`` asks for the result by name, and bytes a command exists to write to
-    # stdout (``cvmfs cat``, ``profiles schema``) are its output, not a report: both stay.
+    # ``-q`` leaves out a result shown for people (a line, a table, a rendered result) too; ``--json``
+    # asks for the result by name, and bytes a command exists to write to stdout (``cvmfs cat``,
+    # ``profiles schema``) are its output, not a report: both stay.
     def data(self, obj: Any, render: Callable[[Any], None] | None = None) -> None:
         """Emit a result: JSON in ``--json`` mode, else ``render(obj)`` (or pretty JSON)."""
         if self.json_mode:
@@ -304,6 +306,8 @@ class Output:
             self.err.print(f"[dim]{_escape(visible(text, one_line=True))}[/dim]", highlight=False)
 
     def warn(self, text: str) -> None:
+        if self.quiet >= 2:  # -qq: a warning is what -q keeps (apt, pip, git: it is not progress)
+            return
         self.err.print(f"[yellow]warning:[/yellow] {_escape(visible(text, one_line=True))}", highlight=False)
 
     def error(self, err: CernVMError) -> None:
@@ -348,7 +352,7 @@ class Output:
 
     def _bars_off(self) -> bool:
         # decided before rich is imported where it can be (--quiet, --json)
-        return self.quiet or self.json_mode or not self.err.is_terminal
+        return self.quiet > 0 or self.json_mode or not self.err.is_terminal
 
     @contextmanager
     def progress(self, *, transfer: bool = False) -> Iterator[Progress]:
@@ -438,12 +442,18 @@ class _CliReporter:
         self.out.warn(message)
 
 
+#: the one rule of -q, as apt, pip and git have it: -q hides progress and notes, never a warning
+QUIET_HELP = (
+    "-q: no progress, notes or results shown for people, only warnings and errors; -qq: only errors"
+    " (a --json result, or data a command writes to stdout, stays)"
+)
+
+
 def add_common(parser: argparse.ArgumentParser, *, json: bool = False) -> argparse.ArgumentParser:
     """Flags every leaf command takes (so they work after the subcommand, where users type them)."""
     g = parser.add_argument_group("output")
     g.add_argument("-v", "--verbose", action="count", default=0, help="more detail (repeat for debug logs)")
-    quiet = "only errors (a --json result, or data a command writes to stdout, stays)"
-    g.add_argument("-q", "--quiet", action="store_true", help=quiet)
+    g.add_argument("-q", "--quiet", action="count", default=0, help=QUIET_HELP)
     if json:
         g.add_argument(
             "--json",
@@ -677,6 +687,9 @@ def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None, *, own_proc
         args = parser.parse_args(argv)
     except KeyboardInterrupt:
         return stopped_early(_argv_parsed)
+    except CernVMError as e:  # an argument's type found it wrong (``cli.inputs``: a file not there)
+        Output(json_mode=_json_asked).error(e)
+        return e.exit_code
     finally:
         _json_asked, _argv_parsed = False, ()
     # told to the command (the parser's ``ends_process`` says it may end, this that it will), which may
@@ -705,11 +718,12 @@ def _observed() -> bool:
     return monitoring is not None and any(monitoring.get_tool(i) is not None for i in range(6))
 
 
-def _configure_logging(verbose: int) -> None:
-    """The CLI's log format and level (-v INFO, -vv DEBUG). A command that sets ``logs=False`` (its code
-    never logs: ``site build``) skips this unless -v: importing logging is ~5 CPU-ms of a ~0.2 s one-page
-    rebuild. A record logged there anyway still reaches stderr at WARNING (logging's last-resort
-    handler), without the level and logger name."""
+def _configure_logging(verbose: int, quiet: int = 0) -> None:
+    """The CLI's log format and level (-v INFO, -vv DEBUG, -qq ERROR: a logged warning is a
+    warning). A command that sets ``logs=False`` (its code never logs: ``site build``) skips this
+    unless -v: importing logging is ~5 CPU-ms of a ~0.2 s one-page rebuild. A record logged there
+    anyway still reaches stderr at WARNING (logging's last-resort handler), without the level and
+    logger name."""
     import logging
 
     from ..termtext import log_formatter
@@ -717,17 +731,23 @@ def _configure_logging(verbose: int) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(log_formatter("%(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(
-        level=logging.DEBUG if verbose >= 2 else logging.INFO if verbose else logging.WARNING,
+        level=logging.DEBUG
+        if verbose >= 2
+        else logging.INFO
+        if verbose
+        else logging.ERROR
+        if quiet >= 2
+        else logging.WARNING,
         handlers=[handler],
     )
 
 
 def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     verbose = getattr(args, "verbose", 0)
-    quiet = getattr(args, "quiet", False)
+    quiet = getattr(args, "quiet", 0)
     out = Output(json_mode=getattr(args, "json", False), quiet=quiet, verbose=verbose)
     if verbose or getattr(args, "logs", True):
-        _configure_logging(verbose)
+        _configure_logging(verbose, quiet)
     func: Handler | None = getattr(args, "func", None)
     if func is None:
         parser.print_help(sys.stderr)

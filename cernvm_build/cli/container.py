@@ -25,6 +25,7 @@ from .app import (
     subcommands_with_default,
     subparser,
 )
+from .inputs import existing_file, existing_folder, existing_path, profile_ref
 
 # Handlers import the modules of their area when they run (deliberate lazy imports): `--help` and
 # the other commands start without loading every area, and a missing optional extra only stops the
@@ -92,13 +93,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     inner = subcommands_with_default(group, "build", "{PROFILE,build,verify,push}")
     b = subparser(inner, "build", help="build containers of PROFILE (the default command)",
                   description=BUILD_DESCRIPTION, json=True, handler=_build)  # fmt: skip
-    b.add_argument("profile", metavar="PROFILE", help="profile name (profiles list) or YAML path")
+    b.add_argument(
+        "profile", metavar="PROFILE", type=profile_ref, help="profile name (profiles list) or YAML path"
+    )
     b.add_argument("--format", default=None, help="comma-separated formats (default: the profile's)")
     b.add_argument("--out", type=Path, default=Path("build/containers"),
                    help="output folder (default: %(default)s)")  # fmt: skip
     b.add_argument("--source", action="append", metavar="URL|DIR",
                    help="Stratum URL or repository folder (default: the profile's servers)")  # fmt: skip
-    b.add_argument("--key", action="append", type=Path, metavar="PATH",
+    b.add_argument("--key", action="append", type=existing_file, metavar="PATH",
                    help="repository public key (default: the profile's)")  # fmt: skip
     snap = b.add_mutually_exclusive_group()
     snap.add_argument("--tag", help="read this tag instead of the profile's snapshot")
@@ -117,7 +120,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     b.add_argument(
         "--parent",
-        type=Path,
+        type=existing_path,
         metavar="IMAGE",
         help="build on top of this earlier image of the same repository path (NAME.oci or NAME.oci.tar):"
         " its layers reused byte for byte, plus one layer with what changed (see above)",
@@ -129,17 +132,23 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     hub.add_argument(
         "--hub-fqrn", default="unpacked.cern.ch", help="hub repository name (default: %(default)s)"
     )
-    hub.add_argument("--hub-stratum", type=Path, help="local Stratum-0 folder of the hub (cvmfs format)")
-    hub.add_argument("--hub-keys", type=Path, help="folder with the hub's keys (cvmfs format)")
+    hub.add_argument(
+        "--hub-stratum", type=existing_folder, help="local Stratum-0 folder of the hub (cvmfs format)"
+    )
+    hub.add_argument("--hub-keys", type=existing_folder, help="folder with the hub's keys (cvmfs format)")
 
     v = subparser(inner, "verify", help="check an image against the snapshot it names",
                   description=VERIFY_DESCRIPTION, json=True, handler=_verify)  # fmt: skip
-    v.add_argument("image", type=Path, metavar="IMAGE", help="OCI layout/archive, docker-archive or sandbox")
+    v.add_argument(
+        "image", type=existing_path, metavar="IMAGE", help="OCI layout/archive, docker-archive or sandbox"
+    )
     v.add_argument("--source", action="append", metavar="URL|DIR", help="Stratum URL or repository folder")
-    v.add_argument("--key", action="append", type=Path, metavar="PATH", help="repository public key")
+    v.add_argument("--key", action="append", type=existing_file, metavar="PATH", help="repository public key")
     p = subparser(inner, "push", help="copy an OCI layout to a registry, signed with gpg if asked",
                   description=PUSH_DESCRIPTION, json=True, handler=_push)  # fmt: skip
-    p.add_argument("image", type=Path, metavar="IMAGE", help="an OCI layout made by 'container' (NAME.oci)")
+    p.add_argument(
+        "image", type=existing_path, metavar="IMAGE", help="an OCI layout made by 'container' (NAME.oci)"
+    )
     p.add_argument("dest", metavar="DEST", help="host[:port]/repository:tag")
     p.add_argument("--tag", help="which tag of the layout (default: its first)")
     registry_options(p)
@@ -201,7 +210,9 @@ def _push(args: argparse.Namespace, out: Output) -> int:
     from ..container.registry import push
 
     digest = push(args.image, args.dest, tag=args.tag, sign_by=args.sign_by, opts=registry_opts(args))
-    doc = {"image": str(args.image), "dest": args.dest, "digest": digest, "signed_by": args.sign_by}
+    # signer: as release and image verify name it (signed_by, its former name: until 2027)
+    doc = {"image": str(args.image), "dest": args.dest, "digest": digest, "signer": args.sign_by}
+    doc["signed_by"] = args.sign_by
     out.data(doc, lambda d: out.print(f"{args.dest}@{digest}" + (" (signed)" if args.sign_by else "")))
     return 0
 

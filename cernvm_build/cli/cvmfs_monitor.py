@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 from typing import Any
 
 from ..errors import CvmfsError, UsageError
@@ -13,6 +12,7 @@ from ..table import Invalid, parse_duration
 from ..termtext import visible
 from .app import Output, also_file, jobs, retries, seconds, subparser, write_output
 from .cvmfs_source import KEYS_HELP, add_blacklist, blacklist_from_args
+from .inputs import existing_file, local_or_url
 
 DESCRIPTION = """\
 Probe repositories and replicas: the verified manifest (signature chain, revision, publish time, root
@@ -110,8 +110,10 @@ def register_monitor(cvmfs_sub: argparse._SubParsersAction[argparse.ArgumentPars
     p.add_argument("urls", nargs="*", metavar="URL", help="Stratum URL (or local Stratum folder) to probe")
     p.add_argument("--replica-of", action="append", default=[], metavar="REPLICA=STRATUM0",
                    help="a replica URL and the Stratum-0 URL it copies (repeatable)")  # fmt: skip
-    p.add_argument("--config", type=Path, metavar="FILE", help="repositories and replicas from a YAML file")
-    p.add_argument("--key", action="append", default=[], type=Path, metavar="PATH", help=KEYS_HELP)
+    p.add_argument(
+        "--config", type=existing_file, metavar="FILE", help="repositories and replicas from a YAML file"
+    )
+    p.add_argument("--key", action="append", default=[], type=existing_file, metavar="PATH", help=KEYS_HELP)
     add_blacklist(p)
     p.add_argument("--out", type=also_file, metavar="FILE", help="also write the report as JSON (atomically)")
     p.add_argument(
@@ -176,7 +178,7 @@ def register_stats(cvmfs_sub: argparse._SubParsersAction[argparse.ArgumentParser
         "  cernvm-build cvmfs stats srv/demo.cernvm.test\n"
         "  cernvm-build cvmfs stats http://s0/cvmfs/a.org srv/b.org --out site/data/publish_stats.json",
     )
-    p.add_argument("sources", nargs="+", metavar="SOURCE", help="Stratum folder or URL")
+    p.add_argument("sources", nargs="+", type=local_or_url, metavar="SOURCE", help="Stratum folder or URL")
     p.add_argument(
         "--out", type=also_file, metavar="FILE", help="also write the statistics as JSON (atomically)"
     )

@@ -19,6 +19,7 @@ from ..context import env_epoch
 from ..cvmfs.limits import MAX_HOLE_BYTES, MAX_MTIME, MAX_TAR_BYTES, MAX_TAR_ENTRIES, MAX_WHITELIST_DAYS
 from ..errors import CvmfsError, UsageError
 from .app import Output, size, subparser, whole_number
+from .inputs import existing_folder, local_or_url
 
 if TYPE_CHECKING:
     from ..cvmfs import publish as pub
@@ -326,13 +327,16 @@ def cmd_tag_remove(args: argparse.Namespace, out: Output) -> int:
 
 def _stratum_args(p: argparse.ArgumentParser, *, keys: bool = True) -> None:
     p.add_argument(
-        "stratum", metavar="STRATUM", help="the directory served as /cvmfs/<fqrn>/, or s3://bucket/prefix"
+        "stratum",
+        type=local_or_url,
+        metavar="STRATUM",
+        help="the directory served as /cvmfs/<fqrn>/, or s3://bucket/prefix",
     )
     add_s3_args(p)
     if keys:
         p.add_argument(
             "--keys",
-            type=Path,
+            type=existing_folder,
             required=True,
             metavar="DIR",
             help="key directory: <fqrn>.crt and .key sign revisions and tags; <fqrn>.masterkey (and .pub)"
@@ -381,7 +385,9 @@ def register_publish(
     )
     add_s3_args(p)
     p.add_argument("--fqrn", required=True, help="repository name")
-    p.add_argument("--keys", type=Path, required=True, metavar="DIR", help="key directory (from keygen)")
+    p.add_argument(
+        "--keys", type=existing_folder, required=True, metavar="DIR", help="key directory (from keygen)"
+    )
     p.add_argument(
         "--whitelist-days",
         type=whole_number(1, MAX_WHITELIST_DAYS),
@@ -414,7 +420,9 @@ def register_publish(
         "  cernvm-build cvmfs publish REPO ./layer --keys K --base-path /.layers/ab/abcd --json",
     )
     _stratum_args(p)
-    p.add_argument("source", metavar="SOURCE", help="directory, tar file (.tar, .tar.gz, ...) or -")
+    p.add_argument(
+        "source", type=local_or_url, metavar="SOURCE", help="directory, tar file (.tar, .tar.gz, ...) or -"
+    )
     p.add_argument(
         "--tag", help="also tag the new revision with this name (refused if the name tags a revision already)"
     )

@@ -18,6 +18,7 @@ from ..errors import UsageError
 from .app import Output, add_output_file, jobs, retries, seconds, subparser, write_output
 from .cvmfs_publish import add_s3_args, stratum_target
 from .cvmfs_source import KEYS_HELP, add_blacklist, add_source, blacklist_from_args
+from .inputs import existing_file, existing_folder
 
 # Handlers import the modules of their area when they run (deliberate lazy imports): `--help` and
 # the other commands start without loading every area, and a missing optional extra only stops the
@@ -132,7 +133,20 @@ def cmd_mount(args: argparse.Namespace, out: Output) -> int:
     if args.foreground:
         argv.append("--foreground")
     argv.append(str(args.mountpoint))
-    return mount.main(argv)
+    parsed = mount.parse_args(argv)
+    assert parsed is not None  # (no --help among the words built above)
+
+    def report(mounted: mount.Mounted) -> None:
+        for w in mounted.warnings:
+            out.warn(w)
+        for note in mounted.notes:
+            out.info(note)
+        out.data(mounted.to_json(), lambda _: out.print(mounted.line()))
+        # in the foreground the command goes on serving: the report is read now, not at its end
+        sys.stdout.flush()
+
+    mount.start(parsed, report)
+    return 0
 
 
 def register_serve(cvmfs_sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -145,7 +159,7 @@ def register_serve(cvmfs_sub: argparse._SubParsersAction[argparse.ArgumentParser
         "http://HOST:PORT/cvmfs/<fqrn>/ with Stratum-1 cache headers, until Ctrl-C.\n\n"
         "  cernvm-build cvmfs serve ./repos --port 8000",
     )
-    p.add_argument("dir", type=Path, metavar="DIR")
+    p.add_argument("dir", type=existing_folder, metavar="DIR")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 = any free port)")
 
@@ -172,7 +186,7 @@ def register_serve(cvmfs_sub: argparse._SubParsersAction[argparse.ArgumentParser
     add_s3_args(p)
     g = p.add_argument_group("repository")
     g.add_argument("--server", action="append", default=[], metavar="URL", help="extra URL for fail-over")
-    g.add_argument("--key", action="append", default=[], type=Path, metavar="PATH", help=KEYS_HELP)
+    g.add_argument("--key", action="append", default=[], type=existing_file, metavar="PATH", help=KEYS_HELP)
     add_blacklist(g)
     g.add_argument("--fqrn", help="repository name (default: from the URL or the directory name)")
     g.add_argument("--proxy", metavar="P", help="HTTP proxy URL(s), '|'/';' separated; DIRECT for none")
@@ -192,7 +206,7 @@ def register_serve(cvmfs_sub: argparse._SubParsersAction[argparse.ArgumentParser
         "  cernvm-build cvmfs nginx-config /srv/cvmfs --port 80 -o /etc/cvmfs-nginx/nginx.conf\n"
         "  nginx -c /etc/cvmfs-nginx/nginx.conf",
     )
-    p.add_argument("dir", type=Path, metavar="STRATUM_DIR")
+    p.add_argument("dir", type=existing_folder, metavar="STRATUM_DIR")
     p.add_argument("--port", type=int, default=80, help="TCP port (default 80)")
     p.add_argument("--listen", default="*", help="address to listen on (default: all)")
     add_output_file(p, "write here (default, or -: stdout)")
@@ -249,15 +263,18 @@ def register_serve(cvmfs_sub: argparse._SubParsersAction[argparse.ArgumentParser
         cvmfs_sub,
         "mount",
         handler=cmd_mount,
+        json=True,
         help="mount a revision read-only with FUSE",
         description="Mount a verified, pinned revision read-only with FUSE (the same code the μCernVM\n"
         "initrd runs). Contents are fetched on demand. Daemonizes once mounted and prints\n"
-        "'mounted FQRN revision N root HASH tag TAG'; unmount with 'fusermount3 -u MOUNTPOINT'.\n\n"
+        "'mounted FQRN revision N root HASH tag TAG' (--json: {fqrn, revision, root_hash, tag,\n"
+        "mountpoint, pid, cache}, pid the daemon's; with --foreground once mounted, then it serves);\n"
+        "unmount with 'fusermount3 -u MOUNTPOINT'.\n\n"
         "  cernvm-build cvmfs mount http://127.0.0.1:8000/cvmfs/demo.cernvm.test /mnt/demo --key demo.pub\n"
         "  cernvm-build cvmfs mount URL /mnt/el6 --date 2026-01-01T00:00:00Z --cache ~/.cache/cvmfs",
     )
     add_source(p)
-    p.add_argument("mountpoint", type=Path, metavar="MOUNTPOINT")
+    p.add_argument("mountpoint", type=existing_folder, metavar="MOUNTPOINT")
     p.add_argument(
         "--snapshot-file", type=Path, metavar="PATH", help="pin file: read if present, written after"
     )

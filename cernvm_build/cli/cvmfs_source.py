@@ -10,6 +10,7 @@ from ..cvmfs import blacklist as blacklist_mod
 from ..cvmfs.repository import Repository, SnapshotSpec, open_repository
 from ..cvmfs.trust import keys_to_verify
 from .app import retries, seconds
+from .inputs import existing_file
 
 KEYS_HELP = """master public key (repeatable). Default: for a local SOURCE dir, <fqrn>.pub or *.pub in
 <dir>/../keys/ (the fixture layout), <dir>/keys/, or <dir>/..; else $CVMFS_KEYS_DIR/<fqrn>.pub and
@@ -21,7 +22,9 @@ and '<REPOSITORY N' revision floors, as the real client reads (CVMFS_BLACKLIST).
 
 
 def add_blacklist(g: argparse._ActionsContainer) -> None:
-    g.add_argument("--blacklist", action="append", default=[], type=Path, metavar="FILE", help=BLACKLIST_HELP)
+    g.add_argument(
+        "--blacklist", action="append", default=[], type=existing_file, metavar="FILE", help=BLACKLIST_HELP
+    )
 
 
 def blacklist_from_args(args: argparse.Namespace) -> blacklist_mod.Blacklist:
@@ -40,7 +43,7 @@ def add_source(p: argparse.ArgumentParser, *, snapshot: bool = True) -> None:
         metavar="URL",
         help="extra URL for fail-over (@fqrn@ in a URL stands for the repository name)",
     )
-    g.add_argument("--key", action="append", default=[], type=Path, metavar="PATH", help=KEYS_HELP)
+    g.add_argument("--key", action="append", default=[], type=existing_file, metavar="PATH", help=KEYS_HELP)
     add_blacklist(g)
     g.add_argument("--fqrn", help="repository name (default: from the URL or the directory name)")
     g.add_argument(

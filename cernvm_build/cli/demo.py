@@ -14,6 +14,7 @@ from typing import Any
 from .. import profile
 from . import areas, extras
 from .app import Output, seconds, styled, subparser, tcp_port
+from .inputs import profile_ref
 
 # Handlers import the modules of their area when they run (deliberate lazy imports): `--help` and
 # the other commands start without loading every area, and a missing optional extra only stops the
@@ -140,6 +141,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument(
         "--profile",
+        type=profile_ref,
         metavar="NAME",
         help="profile for --plan (default: the one of --os, with --port's server)",
     )

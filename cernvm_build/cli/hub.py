@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from pathlib import Path
 from typing import Any
 
 from ..container.registry import QUERY_TIMEOUT, QUERY_TIMEOUT_FLAG
@@ -12,6 +11,7 @@ from ..cvmfs.limits import MAX_TAR_BYTES, MAX_TAR_ENTRIES
 from . import areas
 from .app import HelpFormatter, Output, group_handler, size, subparser, whole_number
 from .container import registry_options, registry_opts
+from .inputs import existing_folder
 
 INGEST_DESCRIPTION = """\
 Pull images from a registry (skopeo) and publish them unpacked into a CernVM-FS hub in DUCC's
@@ -46,8 +46,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     i.add_argument(
         "images", nargs="+", metavar="IMAGE", help="host[:port]/repository:tag (tag may be a glob)"
     )
-    i.add_argument("--hub-stratum", type=Path, required=True, help="local Stratum-0 folder of the hub")
-    i.add_argument("--hub-keys", type=Path, required=True, help="folder with the hub's keys")
+    i.add_argument(
+        "--hub-stratum", type=existing_folder, required=True, help="local Stratum-0 folder of the hub"
+    )
+    i.add_argument("--hub-keys", type=existing_folder, required=True, help="folder with the hub's keys")
     i.add_argument(
         "--hub-fqrn", default="unpacked.cern.ch", help="hub repository name (default: %(default)s)"
     )

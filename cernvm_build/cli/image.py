@@ -15,6 +15,7 @@ from ..errors import UsageError
 from ..launch import config as launch_config
 from . import areas, flags
 from .app import HelpFormatter, Output, accept_any_word, subcommands_with_default, subparser, whole_number
+from .inputs import existing_file, profile_ref
 from .profiles import add_override_flags
 from .profiles import load as load_profile
 
@@ -121,15 +122,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     inner = subcommands_with_default(group, "build", "{PROFILE,build,seed,inspect,verify}")
     b = subparser(inner, "build", help="build the images of PROFILE (the default command)",
                   description=BUILD_DESCRIPTION, json=True, handler=_build)  # fmt: skip
-    b.add_argument("profile", metavar="PROFILE", help="profile name (profiles list) or YAML path")
+    b.add_argument(
+        "profile", metavar="PROFILE", type=profile_ref, help="profile name (profiles list) or YAML path"
+    )
     b.add_argument("--format", default=None, help="comma-separated formats (default: the profile's)")
     b.add_argument(
         "--out", type=Path, default=Path("build/images"), help="output folder (default: %(default)s)"
     )
     b.add_argument("--kernel-cache", type=Path, metavar="DIR",
                    help="where kernel packages are kept (default: $CERNVM_CACHE_DIR/kernel)")  # fmt: skip
-    b.add_argument("--sign-key", type=Path, metavar="PEM", help="RSA private key that signs iso/hdd")
-    b.add_argument("--sign-cert", type=Path, metavar="PEM", help="its X.509 certificate (embedded)")
+    b.add_argument("--sign-key", type=existing_file, metavar="PEM", help="RSA private key that signs iso/hdd")
+    b.add_argument("--sign-cert", type=existing_file, metavar="PEM", help="its X.509 certificate (embedded)")
     b.add_argument("--python", metavar="PATH", help="interpreter for the initrd (default: /usr/bin/python3)")
     b.add_argument(
         "--initrd-level",
@@ -140,7 +143,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     b.add_argument(
         "--boot-list",
         action="append",
-        type=Path,
+        type=existing_file,
         metavar="TRACE",
         help="carry the object names of this boot's trace (an access log or a list of names, "
         "as image seed reads; repeatable) in the initrd: the first boot's mount fetches them "
@@ -151,8 +154,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     s = subparser(inner, "seed", help="a pre-warmed scratch disk (qcow2) from a boot's trace",
                   description=SEED_DESCRIPTION, json=True, handler=_seed)  # fmt: skip
-    s.add_argument("profile", metavar="PROFILE", help="profile name (profiles list) or YAML path")
-    s.add_argument("--trace", action="append", required=True, type=Path, metavar="FILE",
+    s.add_argument(
+        "profile", metavar="PROFILE", type=profile_ref, help="profile name (profiles list) or YAML path"
+    )
+    s.add_argument("--trace", action="append", required=True, type=existing_file, metavar="FILE",
                    help="an access log of one boot or a list of object names (repeatable)")  # fmt: skip
     s.add_argument(
         "-o",
@@ -166,7 +171,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     s.add_argument("--source", metavar="URL|DIR",
                    help="fetch from this Stratum URL or local folder (default: the servers)")  # fmt: skip
     s.add_argument("--fqrn", help="repository name (default: the profile's cvmfs.repository)")
-    s.add_argument("--key", action="append", default=[], type=Path, metavar="PEM",
+    s.add_argument("--key", action="append", default=[], type=existing_file, metavar="PEM",
                    help="master public key (repeatable; default: the profile's public_keys)")  # fmt: skip
     s.add_argument("--proxy", metavar="P", help="HTTP proxy of this host, '|'/';' separated (default: none)")
     s.add_argument(
@@ -181,11 +186,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     i = subparser(inner, "inspect", help="show an image's signature block",
                   description=INSPECT_DESCRIPTION, json=True, handler=_inspect)  # fmt: skip
-    i.add_argument("image", type=Path, metavar="IMAGE", help="an iso or hdd image")
+    i.add_argument("image", type=existing_file, metavar="IMAGE", help="an iso or hdd image")
     v = subparser(inner, "verify", help="check an image's signature",
                   description=VERIFY_DESCRIPTION, json=True, handler=_verify)  # fmt: skip
-    v.add_argument("image", type=Path, metavar="IMAGE", help="an iso or hdd image")
-    v.add_argument("--cert", type=Path, metavar="PEM", help="the signer must be this certificate")
+    v.add_argument("image", type=existing_file, metavar="IMAGE", help="an iso or hdd image")
+    v.add_argument("--cert", type=existing_file, metavar="PEM", help="the signer must be this certificate")
     accept_any_word(inner)
     # argparse builds a leaf's prog from the group's usage text (several lines here): name them plainly
     for name, leaf in (("build", b), ("seed", s), ("inspect", i), ("verify", v)):

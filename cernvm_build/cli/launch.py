@@ -29,6 +29,7 @@ from ..report import scoped
 from ..termtext import visible
 from . import flags, launch_context, launch_images
 from .app import EXIT_CODES_EPILOG, ArgumentParser, HelpFormatter, Output, run, stopped_early, whole_number
+from .inputs import local_or_url, present
 from .launch_common import Connect, ask, host_of, leaf, settings_of
 
 EPILOG = f"""\
@@ -182,7 +183,7 @@ def cmd_list(args: argparse.Namespace, out: Output) -> int:
     if out.json_mode:
         out.data([i.to_json() for i in found])
         return 0
-    if out.quiet:  # "only errors": the listing is a result shown for people (Output.print's rule)
+    if out.quiet:  # -q: the listing is a result shown for people (Output.print's rule)
         return 0
     for inst in found:
         m = inst.meta
@@ -395,7 +396,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iso", metavar="PATH", help="boot this image file (iso, hdd or qcow2)")
     snap = p.add_mutually_exclusive_group()
     flags.add(snap, [userdata.SPEC["cvmfs_tag"], userdata.SPEC["cvmfs_date"]])
-    p.add_argument("--cert", metavar="PEM", help="require the image signature to be by this certificate")
+    p.add_argument(
+        "--cert", type=present, metavar="PEM", help="require the image signature to be by this certificate"
+    )
     flags.add(p, [userdata.SPEC["cvmfs_server"], userdata.SPEC["cvmfs_http_proxy"]])
     p.add_argument(
         "--context-label",
@@ -420,9 +423,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--context", metavar="URL", help="fetch the context (user data) from a URL (http(s), file)"
     )
     p.add_argument(
-        "user_data_file", nargs="?", metavar="USER_DATA_FILE", help="context: amiconfig, cloud-config, MIME"
+        "user_data_file",
+        nargs="?",
+        type=local_or_url,
+        metavar="USER_DATA_FILE",
+        help="context: amiconfig, cloud-config, MIME",
     )
-    p.add_argument("configuration_file", nargs="?", metavar="CONFIGURATION_FILE", help="key=value settings")
+    p.add_argument(
+        "configuration_file", nargs="?", type=present, metavar="CONFIGURATION_FILE", help="key=value settings"
+    )
 
     p = leaf(
         sub,
@@ -438,10 +447,13 @@ def build_parser() -> argparse.ArgumentParser:
     flags.add(p, [config.BY_KEY[k] for k in IMPORT_FLAGS])
     p.add_argument(
         "ova_image_file",
+        type=present,
         metavar="OVA_IMAGE_FILE",
         help="the appliance (a tar of .ovf, .mf and one self-contained .vmdk disk)",
     )
-    p.add_argument("configuration_file", nargs="?", metavar="CONFIGURATION_FILE", help="key=value settings")
+    p.add_argument(
+        "configuration_file", nargs="?", type=present, metavar="CONFIGURATION_FILE", help="key=value settings"
+    )
 
     p = leaf(
         sub,

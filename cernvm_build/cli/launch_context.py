@@ -11,6 +11,7 @@ from typing import Any
 from .. import launch
 from ..errors import UsageError
 from .app import Output
+from .inputs import local_or_url
 from .launch_common import ask, leaf
 
 
@@ -80,4 +81,4 @@ def register(sub: Any) -> None:
         cmd_context,
         json=True,
     )
-    p.add_argument("source", metavar="FILE_OR_URL")
+    p.add_argument("source", type=local_or_url, metavar="FILE_OR_URL")

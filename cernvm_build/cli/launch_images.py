@@ -11,6 +11,7 @@ from .. import launch
 from ..errors import UsageError
 from ..launch import catalog
 from .app import HelpFormatter, Output
+from .inputs import present
 from .launch_common import host_of, leaf, settings_of, show_help
 
 if TYPE_CHECKING:
@@ -108,7 +109,7 @@ def register(sub: Any) -> None:
         cmd_images_add,
         json=True,
     )
-    p.add_argument("path", metavar="FILE")
+    p.add_argument("path", type=present, metavar="FILE")
     p.add_argument("--profile", metavar="NAME", help="the profile it was built from")
     p.add_argument("--as", dest="as_name", metavar="NAME", help="name in the cache (default: file name)")
     p = leaf(
@@ -131,7 +132,9 @@ def register(sub: Any) -> None:
         "--profile", metavar="NAME", help="record the image as built from this profile (a pull by URL)"
     )
     p.add_argument("--index", action="append", metavar="URL", help="a release index.json (repeatable)")
-    p.add_argument("--key", action="append", metavar="FILE", help="a release signing key (repeatable)")
+    p.add_argument(
+        "--key", action="append", type=present, metavar="FILE", help="a release signing key (repeatable)"
+    )
     p.add_argument(
         "--format",
         choices=catalog.FORMATS,

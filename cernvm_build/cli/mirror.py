@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.markup import escape
@@ -14,6 +13,7 @@ from ..report import ProgressFn
 from ..termtext import visible
 from . import areas
 from .app import Output, group_handler, jobs, subparser
+from .inputs import existing_file, existing_folder, local_or_url
 
 if TYPE_CHECKING:  # the mirror needs boto3; handlers import it when they run
     from ..mirror.check import Checked
@@ -79,7 +79,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             json=True,
             handler=_mirror_handler(kind),
         )
-        mp.add_argument("source", metavar="SOURCE", help="local folder or http(s) URL of the repository")
+        mp.add_argument(
+            "source",
+            type=local_or_url,
+            metavar="SOURCE",
+            help="local folder or http(s) URL of the repository",
+        )
         mp.add_argument("dest", metavar="S3URL", help="s3://bucket/prefix to publish to")
         mp.add_argument("--dry-run", action="store_true", help="verify and print the plan, change nothing")
         mp.add_argument(
@@ -129,7 +134,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         json=True,
         handler=_sync_handler,
     )
-    sp.add_argument("folder", type=Path, metavar="FOLDER")
+    sp.add_argument("folder", type=existing_folder, metavar="FOLDER")
     sp.add_argument("dest", metavar="S3URL")
     sp.add_argument(
         "--last", action="append", default=[], metavar="GLOB", help="publish these after the rest"
@@ -177,7 +182,9 @@ def _abort_flag(p: argparse.ArgumentParser) -> None:
 
 
 def _common_s3(p: argparse.ArgumentParser, kind: str) -> None:
-    p.add_argument("--gpg-key", type=Path, metavar="FILE", help="public key: signatures must verify with it")
+    p.add_argument(
+        "--gpg-key", type=existing_file, metavar="FILE", help="public key: signatures must verify with it"
+    )
     if kind == "apt":
         p.add_argument(
             "--suite", action="append", metavar="NAME", help="suite under dists/ (default: all; repeatable)"
@@ -223,7 +230,7 @@ def _print_problems(out: Output, problems: list[str]) -> None:
 
 def _render_plan(out: Output, report: SyncReport) -> None:
     if out.quiet:
-        return  # -q: errors only
+        return  # -q: a result shown for people (Output.print's rule)
     # A dry run shows every action; a real run only with -v (a big first upload is thousands of lines).
     # Plain lines, not a table: keys must never be truncated.
     if report.actions and (report.dry_run or out.verbose):

@@ -9,6 +9,7 @@ from typing import Any
 
 from . import areas
 from .app import Output, subparser
+from .inputs import existing_file, existing_folder, profile_ref
 
 DESCRIPTION = """\
 Build an OS tree that μCernVM boots, from verified Debian packages: apt's signed InRelease (Debian
@@ -68,7 +69,8 @@ def _build(args: argparse.Namespace, out: Output) -> int:
         where = args.out
     data: dict[str, Any] = {
         "profile": prof.name,
-        "tree": str(where),
+        "path": str(where),  # the key every command names what it wrote by
+        "tree": str(where),  # (the same, its former name: until 2027)
         "key": tree.key,
         "reused": tree.reused,
         "kernel_modules": tree.kernel_version,
@@ -92,7 +94,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         json=True,
         handler=cmd_os,
     )
-    p.add_argument("profile", metavar="PROFILE", help="a profile of the debian family (debian12)")
+    p.add_argument(
+        "profile", metavar="PROFILE", type=profile_ref, help="a profile of the debian family (debian12)"
+    )
     p.add_argument(
         "--out",
         type=Path,
@@ -100,5 +104,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--offline", action="store_true", help="use only packages already in the cache")
     p.add_argument("--no-modules", action="store_true", help="leave the kernel's modules out")
-    p.add_argument("--apt-lists", type=Path, metavar="DIR", help="apt's lists (default /var/lib/apt/lists)")
-    p.add_argument("--keyring", type=Path, metavar="FILE", help="the archive keyring (default Debian's)")
+    p.add_argument(
+        "--apt-lists", type=existing_folder, metavar="DIR", help="apt's lists (default /var/lib/apt/lists)"
+    )
+    p.add_argument(
+        "--keyring", type=existing_file, metavar="FILE", help="the archive keyring (default Debian's)"
+    )

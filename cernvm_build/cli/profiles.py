@@ -17,6 +17,7 @@ from ..profile.yamlnodes import display
 from ..termtext import visible
 from . import areas, flags
 from .app import Output, add_output_file, group_handler, styled, subparser, write_output
+from .inputs import profile_ref
 
 DESCRIPTION = """\
 Declarative profiles: one YAML file per CernVM platform (EL4-EL9, Debian 12 and the demo).
@@ -268,7 +269,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         handler=cmd_show,
     )
     add_override_flags(p)
-    p.add_argument("name", metavar="NAME", help="profile name (e.g. el7) or path to a .yaml file")
+    p.add_argument(
+        "name", metavar="NAME", type=profile_ref, help="profile name (e.g. el7) or path to a .yaml file"
+    )
     p.add_argument("--resolved", action="store_true", help="merge parents, render templates, apply defaults")
     p.add_argument(
         "--origins", action="store_true", help="each resolved setting with the file:line it comes from"
@@ -286,7 +289,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         json=True,
         handler=cmd_validate,
     )
-    p.add_argument("paths", nargs="*", metavar="PATH", help="profile files or names (default: all shipped)")
+    p.add_argument(
+        "paths",
+        nargs="*",
+        type=profile_ref,
+        metavar="PATH",
+        help="profile files or names (default: all shipped)",
+    )
 
     p = subparser(
         leaves,
@@ -299,8 +308,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         json=True,
         handler=cmd_diff,
     )
-    p.add_argument("a", metavar="A", help="profile name or path")
-    p.add_argument("b", metavar="B", help="profile name or path")
+    p.add_argument("a", metavar="A", type=profile_ref, help="profile name or path")
+    p.add_argument("b", metavar="B", type=profile_ref, help="profile name or path")
     p.add_argument(
         "--exit-code", action="store_true", help="exit with 1 when the profiles differ (for scripts)"
     )

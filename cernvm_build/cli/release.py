@@ -22,6 +22,7 @@ from .app import (
     subcommands_with_default,
     subparser,
 )
+from .inputs import existing_file, release_ref
 
 # Handlers import the modules of their area when they run (deliberate lazy imports): `--help` and
 # the other commands start without loading every area, and a missing optional extra only stops the
@@ -116,9 +117,11 @@ def _build(args: argparse.Namespace, out: Output) -> int:
         release, directory = build_release(opts, ctx)
     data: dict[str, Any] = {
         "version": release.version,
-        "directory": str(directory),
+        "path": str(directory),  # the key every command names what it wrote by
+        "directory": str(directory),  # (the same, its former name: until 2027)
         "seconds": round(time.monotonic() - started, 1),
-        "signed_by": release.signer,
+        "signer": release.signer,  # as the index, release verify and image verify name it
+        "signed_by": release.signer,  # (its former name: until 2027)
         "profiles": [p.name for p in release.profiles],
         "artifacts": [{"path": a.path, "size": a.size, "sha256": a.sha256} for a in release.artifacts],
     }
@@ -130,8 +133,8 @@ def _build(args: argparse.Namespace, out: Output) -> int:
             ["artifact", "size", "sha256"],
             [(a["path"], a["size"], a["sha256"][:16] + "…") for a in d["artifacts"]],
         )
-        out.print(f"release {d['version']} in {d['directory']} ({d['seconds']} s)"
-                  + (f", SHA256SUMS signed by {d['signed_by']}" if d["signed_by"] else ""))  # fmt: skip
+        out.print(f"release {d['version']} in {d['path']} ({d['seconds']} s)"
+                  + (f", SHA256SUMS signed by {d['signer']}" if d["signer"] else ""))  # fmt: skip
         if "published" in d:
             out.print(f"published to {args.publish}")
 
@@ -223,7 +226,9 @@ def _publish_args(p: argparse.ArgumentParser, *, dest_positional: bool) -> None:
     g.add_argument(
         "--apt", action="append", metavar="SRC=S3_URL", help="also mirror an apt repository (repeatable)"
     )
-    g.add_argument("--gpg-key", type=Path, help="public key the package repositories must be signed with")
+    g.add_argument(
+        "--gpg-key", type=existing_file, help="public key the package repositories must be signed with"
+    )
     g.add_argument("--endpoint-url", help="S3 endpoint (MinIO, Ceph RGW); default: AWS or AWS_ENDPOINT_URL")
 
 
@@ -278,18 +283,22 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--out", type=Path, default=Path("releases"), help="releases folder (default: %(default)s)"
     )
     b.add_argument("-j", "--jobs", type=jobs, help="profiles built at once (default: up to 2)")
-    b.add_argument("--sign-key", type=Path, help="OpenPGP secret key (armored) that signs SHA256SUMS")
-    b.add_argument("--image-key", type=Path, help="PEM private key for the images' signature blocks")
-    b.add_argument("--image-cert", type=Path, help="PEM certificate of --image-key")
-    b.add_argument("--previous", type=Path, help="previous release's index.json (for the release notes)")
+    b.add_argument(
+        "--sign-key", type=existing_file, help="OpenPGP secret key (armored) that signs SHA256SUMS"
+    )
+    b.add_argument("--image-key", type=existing_file, help="PEM private key for the images' signature blocks")
+    b.add_argument("--image-cert", type=existing_file, help="PEM certificate of --image-key")
+    b.add_argument(
+        "--previous", type=existing_file, help="previous release's index.json (for the release notes)"
+    )
     _publish_args(b, dest_positional=False)
 
     v = subparser(inner, "verify", help="check every artifact against the index, SHA256SUMS and signature",
                   description=VERIFY_DESCRIPTION, json=True, handler=_verify)  # fmt: skip
-    v.add_argument("release", metavar="VERSION|INDEX|DIR", help=RELEASE_ARG_HELP)
+    v.add_argument("release", metavar="VERSION|INDEX|DIR", type=release_ref, help=RELEASE_ARG_HELP)
     v.add_argument(
         "--key",
-        type=Path,
+        type=existing_file,
         action="append",
         help="OpenPGP public key the release must be signed by (repeatable); without it only the hashes "
         "are checked",
@@ -300,14 +309,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     r = subparser(inner, "rebuild", help="rebuild from the recorded inputs; byte-identical per artifact?",
                   description=REBUILD_DESCRIPTION, json=True, handler=_rebuild)  # fmt: skip
-    r.add_argument("release", metavar="VERSION|INDEX|DIR", help=RELEASE_ARG_HELP)
+    r.add_argument("release", metavar="VERSION|INDEX|DIR", type=release_ref, help=RELEASE_ARG_HELP)
     r.add_argument(
         "--out", type=Path, default=Path("releases"), help="releases folder (default: %(default)s)"
     )
 
     p = subparser(inner, "publish", help="upload a built release (artifacts, repositories, site) to S3",
                   description=PUBLISH_DESCRIPTION, json=True, handler=_publish_cmd)  # fmt: skip
-    p.add_argument("release", metavar="VERSION|INDEX|DIR", help=RELEASE_ARG_HELP)
+    p.add_argument("release", metavar="VERSION|INDEX|DIR", type=release_ref, help=RELEASE_ARG_HELP)
     p.add_argument(
         "--out", type=Path, default=Path("releases"), help="releases folder (default: %(default)s)"
     )

@@ -15,6 +15,7 @@ from ..report import NULL_REPORTER, Reporter, scoped
 from ..termtext import is_utf8, visible
 from . import areas
 from .app import Output, group_handler, jobs, seconds, styled, subparser, whole_number
+from .inputs import existing_folder
 
 # Handlers import the modules of their area when they run (deliberate lazy imports): `--help` and
 # the other commands start without loading every area, and a missing optional extra only stops the
@@ -36,7 +37,7 @@ def _site_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("site")
     g.add_argument(
         "--site",
-        type=Path,
+        type=existing_folder,
         default=None,
         help="site sources (default: the shipped cvmfs.io site, cernvm_build/data/site)",
     )
@@ -165,10 +166,11 @@ def cmd_build(args: argparse.Namespace, out: Output) -> int:
     _builder_obj, report = _build(args, out)
     data = report.to_json()
     data.pop("sources", None)
+    data["path"] = data["out_dir"]  # the key every command names what it wrote by (out_dir: until 2027)
 
     def show(d: dict[str, Any]) -> None:
         out.print(
-            f"built {d['pages']} pages ({d['outputs']} files) into {d['out_dir']} in {d['seconds']:.2f} s: "
+            f"built {d['pages']} pages ({d['outputs']} files) into {d['path']} in {d['seconds']:.2f} s: "
             f"{d['rendered']} written, {d['markdown_rendered']} Markdown sources rendered, "
             f"{d['removed']} removed, {d['jobs']} worker(s)"
         )

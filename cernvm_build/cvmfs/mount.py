@@ -21,7 +21,7 @@ import errno
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ..errors import CernVMError, CvmfsError, UsageError
@@ -247,10 +247,76 @@ def snapshot_from_args(args: MountArgs) -> SnapshotSpec:
     return SnapshotSpec()
 
 
-def mounted_line(repo: Repository) -> str:
-    # the tag of --date is a name from the repository's history: shown, never an escape sequence
-    tag = visible(repo.tag or "-", one_line=True)
-    return f"mounted {repo.fqrn} revision {repo.revision} root {repo.root_hash} tag {tag}"
+class Mounted:
+    """What a mount that is ready reports (``start``): the repository's revision, where, by which
+    process, with which cache; ``warnings`` (a pin file ignored) and ``notes`` (what the start found
+    of the last stop) are lines for stderr. A plain class: this module avoids ``dataclasses``'s
+    imports on the initrd's boot path (``errors.Location``)."""
+
+    __slots__ = ("cache", "fqrn", "mountpoint", "notes", "pid", "revision", "root_hash", "tag", "warnings")
+
+    def __init__(
+        self,
+        fqrn: str,
+        revision: int,
+        root_hash: str,
+        tag: str | None,
+        mountpoint: str,
+        cache: str | None,
+        pid: int,
+    ) -> None:
+        self.fqrn, self.revision, self.root_hash, self.tag = fqrn, revision, root_hash, tag
+        self.mountpoint, self.cache, self.pid = mountpoint, cache, pid
+        self.warnings: list[str] = []
+        self.notes: list[str] = []
+
+    def line(self) -> str:
+        """The one documented line of stdout (the initrd logs it)."""
+        # the tag of --date is a name from the repository's history: shown, never an escape sequence
+        tag = visible(self.tag or "-", one_line=True)
+        return f"mounted {self.fqrn} revision {self.revision} root {self.root_hash} tag {tag}"
+
+    def to_json(self) -> dict[str, object]:
+        """``cvmfs mount --json``'s document: the keys of ``cvmfs info`` for the same things."""
+        return {
+            "fqrn": self.fqrn,
+            "revision": self.revision,
+            "root_hash": self.root_hash,
+            "tag": self.tag,
+            "mountpoint": self.mountpoint,
+            "pid": self.pid,
+            "cache": self.cache,
+        }
+
+    def wire(self) -> str:
+        """The daemon's report to the process that started it (``_from_wire``): tab-separated fields,
+        each one line (``visible``), then a line per warning and note."""
+        fields = (self.fqrn, str(self.revision), self.root_hash, self.tag or "", self.cache or "")
+        head = "\t".join(["ok", *(visible(f, one_line=True) for f in fields)])
+        lines = [head, *(f"warning\t{w}" for w in self.warnings), *(f"note\t{n}" for n in self.notes)]
+        return "\n".join(lines)
+
+
+def _from_wire(text: str, mountpoint: str, pid: int) -> Mounted | None:
+    """The ``Mounted`` a daemon's ``wire`` text says, or None when it is no such report."""
+    head, *rest = text.split("\n")
+    fields = head.split("\t")
+    if len(fields) != 6 or fields[0] != "ok" or not fields[2].isdigit():
+        return None
+    fqrn, revision, root_hash, tag, cache = fields[1:]
+    mounted = Mounted(fqrn, int(revision), root_hash, tag or None, mountpoint, cache or None, pid)
+    for line in rest:
+        kind, _, said = line.partition("\t")
+        (mounted.warnings if kind == "warning" else mounted.notes).append(said)
+    return mounted
+
+
+class DaemonError(CernVMError):
+    """The mount daemon's error, as its process sent it (message, hint and exit code)."""
+
+    def __init__(self, message: str, *, hint: str | None = None, exit_code: int = 1) -> None:
+        super().__init__(message, hint=hint)
+        self.exit_code = exit_code
 
 
 def cache_line(plain: PlainCache | None) -> str | None:
@@ -364,7 +430,21 @@ def _after_mount(args: MountArgs, repo: Repository) -> None:
             atomic_write(args.snapshot_file, pin)
 
 
-def _serve(args: MountArgs, repo: Repository, ready: int | None) -> None:
+def _mounted(args: MountArgs, repo: Repository, plain: PlainCache | None) -> Mounted:
+    cache = None if args.cache is None else os.path.abspath(args.cache)
+    mounted = Mounted(repo.fqrn, repo.revision, repo.root_hash, repo.tag, args.mountpoint, cache, os.getpid())
+    pin_note = getattr(args, "pin_note", None)
+    if pin_note is not None:
+        mounted.warnings.append(pin_note)
+    note = cache_line(plain)
+    if note is not None:
+        mounted.notes.append(note)
+    return mounted
+
+
+def _serve(args: MountArgs, repo: Repository, report: Callable[[Mounted], None]) -> None:
+    """Serve ``repo`` at the mount point until it is unmounted; ``report`` gets the mount once the
+    kernel has it."""
     from .fuse import Serving, run_fuse
 
     plain = repo.store.plain_cache if repo.store.cache is not None else None
@@ -376,15 +456,7 @@ def _serve(args: MountArgs, repo: Repository, ready: int | None) -> None:
         _after_mount(args, repo)
         if boot_list is not None:  # after the pin is written: the list only ever adds to the cache
             boot_list.start()
-        line = mounted_line(repo)
-        notes = [n for n in (getattr(args, "pin_note", None), cache_line(plain)) if n is not None]
-        if ready is None:
-            print(line, flush=True)
-            for note in notes:
-                print(note, file=sys.stderr, flush=True)
-        else:
-            os.write(ready, "\n".join([f"ok {line}", *notes]).encode())
-            os.close(ready)
+        report(_mounted(args, repo, plain))
 
     try:
         run_fuse(
@@ -418,7 +490,16 @@ def _error_text(e: BaseException) -> str:
     return visible(text, one_line=True)
 
 
-def _daemon(args: MountArgs) -> int:
+def _error_wire(e: BaseException) -> str:
+    """A failed daemon's report (``_daemon``): the error's message and hint, one line each."""
+    if isinstance(e, CernVMError):
+        message, hint = str(e), e.hint or ""
+    else:
+        message, hint = f"{type(e).__name__}: {e}", ""
+    return "\t".join(["error", visible(message, one_line=True), visible(hint, one_line=True)])
+
+
+def _daemon(args: MountArgs) -> Mounted:
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: becomes the FUSE daemon
@@ -433,11 +514,16 @@ def _daemon(args: MountArgs) -> int:
             os.dup2(fd_in, 0)
             os.dup2(fd_out, 1)
             os.dup2(fd_out, 2)
-            _serve(args, repo, w)
+
+            def ready(mounted: Mounted) -> None:
+                os.write(w, (mounted.wire() + "\n\n").encode())
+                os.close(w)
+
+            _serve(args, repo, ready)
         except BaseException as e:
             code = getattr(e, "exit_code", 1)
             try:
-                os.write(w, (_error_text(e) + "\n").encode())
+                os.write(w, (_error_wire(e) + "\n").encode())
             except OSError:
                 pass
         finally:
@@ -449,20 +535,20 @@ def _daemon(args: MountArgs) -> int:
         if not block:
             break
         chunks.append(block)
-        if b"\n" in block and b"".join(chunks).startswith(b"ok "):
+        if block.endswith(b"\n\n") and b"".join(chunks).startswith(b"ok\t"):
             break
     os.close(r)
-    text = b"".join(chunks).decode(errors="replace").strip()
-    if text.startswith("ok "):
-        line, *notes = text[3:].splitlines()
-        print(line, flush=True)
-        for note in notes:  # the cache's state: to stderr, stdout keeps the one documented line
-            print(note, file=sys.stderr, flush=True)
-        return 0
+    text = b"".join(chunks).decode(errors="replace").strip("\n")  # (not tabs: empty last fields)
+    mounted = _from_wire(text, os.path.abspath(args.mountpoint), pid)
+    if mounted is not None:
+        return mounted
     _, status = os.waitpid(pid, 0)
-    print(text or "error: the FUSE process ended before the mount was ready", file=sys.stderr)
     code = os.waitstatus_to_exitcode(status)
-    return code if code > 0 else 1
+    kind, _, said = text.partition("\t")
+    message, _, hint = said.partition("\t")
+    if kind != "error" or not message:
+        message, hint = "the FUSE process ended before the mount was ready", ""
+    raise DaemonError(message, hint=hint or None, exit_code=code if code > 0 else 1)
 
 
 def _tame_malloc() -> None:
@@ -495,6 +581,26 @@ def _more_descriptors() -> None:
         pass
 
 
+def start(args: MountArgs, report: Callable[[Mounted], None]) -> None:
+    """Mount as ``args`` say; ``report`` gets the mount once the kernel has it. In the foreground this
+    returns when the mount ends; otherwise once the daemon it forks is ready. A failure raises the
+    ``CernVMError`` (a daemon's as ``DaemonError``, with its exit code)."""
+    _tame_malloc()
+    _more_descriptors()
+    if args.foreground:
+        _serve(args, _open(args), report)
+    else:
+        report(_daemon(args))
+
+
+def _say(mounted: Mounted) -> None:
+    """The mount's report as this entry point (the initrd's) writes it: stdout keeps the one
+    documented line, the warnings and notes go to stderr."""
+    print(mounted.line(), flush=True)
+    for line in [*mounted.warnings, *mounted.notes]:
+        print(line, file=sys.stderr, flush=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parse_args(sys.argv[1:] if argv is None else argv)
@@ -504,17 +610,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args is None:
         sys.stdout.write(help_text())
         return 0
-    _tame_malloc()
-    _more_descriptors()
     try:
-        if args.foreground:
-            repo = _open(args)
-            _serve(args, repo, None)
-            return 0
-        return _daemon(args)
-    except UsageError as e:
-        print(_error_text(e), file=sys.stderr)
-        return e.exit_code
+        start(args, _say)
+        return 0
     except CernVMError as e:
         print(_error_text(e), file=sys.stderr)
         return e.exit_code

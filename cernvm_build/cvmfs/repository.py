@@ -20,7 +20,7 @@ import zlib
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from ..errors import CvmfsError, IntegrityError
+from ..errors import CvmfsError, InputMissing, IntegrityError
 from ..fsutil import TooLarge, open_regular, read_capped
 from ..numtext import decimal
 from . import blacklist as blacklist_mod
@@ -223,11 +223,11 @@ def check_local_folder(source: str | Path | Sequence[str]) -> None:
     --no-verify "invalid repository name" or "manifest not found ... the hash is wrong"."""
     if not isinstance(source, str | Path) or str(source).startswith(("http://", "https://", "file://")):
         return
+    hint = "give a local Stratum folder (the one holding .cvmfspublished) or an http(s):// URL"
+    if not os.path.lexists(source):  # what the command line names is not there: exit 2, as in every command
+        raise InputMissing(str(source), "folder", hint=hint)
     if not Path(source).is_dir():
-        raise CvmfsError(
-            f"{source}: {'not a folder' if os.path.lexists(source) else 'no such folder'}",
-            hint="give a local Stratum folder (the one holding .cvmfspublished) or an http(s):// URL",
-        )
+        raise CvmfsError(f"{source}: not a folder", hint=hint)
 
 
 def _load_keys(keys: Sequence[Path | bytes]) -> list[tuple[str, rsa.PublicKey]]:

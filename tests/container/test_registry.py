@@ -256,7 +256,7 @@ def test_push_ingest_and_run_from_the_podman_store(
             ["hub", "ingest", "127.0.0.1:9/cernvm/demo:1", "--no-tls-verify"],
             "inspect 127.0.0.1:9/cernvm/demo:1: ",
         ),
-        (["container", "push", "/nonexistent.oci", "127.0.0.1:9/x/y:1"], "not an OCI layout"),
+        (["container", "push", "/nonexistent.oci", "127.0.0.1:9/x/y:1"], "/nonexistent.oci: no such file"),
     ],
 )
 def test_bad_names_and_unreachable_registries_are_one_line_errors(

@@ -40,11 +40,13 @@ def test_a_bad_policy_or_registries_d_is_one_usage_line(
         (tmp_path / name).write_text(text)
     flag = "--policy" if name == "policy.json" else "--registries-d"
     value = tmp_path / ("policy.json" if flag == "--policy" else "registries.d")
+    for there in ("s", "k", "image.oci"):  # a missing input is its own usage error (lf32a)
+        (tmp_path / there).mkdir()
     if command == "hub":  # no hub there: reaching the handler would fail on it, not on the flag
         argv = ["hub", "ingest", "127.0.0.1:9/x/y:1", "--hub-stratum", str(tmp_path / "s"),
                 "--hub-keys", str(tmp_path / "k")]  # fmt: skip
     else:
-        argv = ["container", "push", str(tmp_path / "nonexistent.oci"), "127.0.0.1:9/x/y:1"]
+        argv = ["container", "push", str(tmp_path / "image.oci"), "127.0.0.1:9/x/y:1"]
     with pytest.raises(SystemExit) as e:
         main([*argv, flag, str(value)])
     err = capsys.readouterr().err
@@ -82,8 +84,9 @@ def test_a_registries_d_that_cannot_be_listed_is_one_usage_line(
         return real(self)
 
     monkeypatch.setattr(Path, "iterdir", refused)
+    (tmp_path / "image.oci").mkdir()  # there: a missing IMAGE is its own error (lf32a)
     with pytest.raises(SystemExit) as e:
-        main(["container", "push", str(tmp_path / "nonexistent.oci"), "127.0.0.1:9/x/y:1",
+        main(["container", "push", str(tmp_path / "image.oci"), "127.0.0.1:9/x/y:1",
               "--registries-d", str(folder)])  # fmt: skip
     err = capsys.readouterr().err
     assert e.value.code == 2 and "Traceback" not in err, err

@@ -259,9 +259,10 @@ def _every_leaf() -> list[tuple[str, list[str], int]]:
                 w
                 for a in leaf._actions
                 if a.option_strings and a.required
-                for w in (a.option_strings[0], "x")
+                for w in (a.option_strings[0], ".")
             ]
-            out.append((program, words, json_flag + required, [str((a.choices or ["x"])[0]) for a in needed]))
+            # "." for a positional: a path that is there (a missing input is its own usage error, lf32a)
+            out.append((program, words, json_flag + required, [str((a.choices or ["."])[0]) for a in needed]))
     return out
 
 
@@ -461,6 +462,32 @@ def test_quiet_leaves_out_the_result_not_json(argv: list[str], capsys: pytest.Ca
     assert capsys.readouterr() == ("", "")
     assert main([*argv, "-q", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)
+
+
+def test_quiet_keeps_warnings_and_twice_quiet_leaves_them_out(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """lf32a: -q hid progress and notes but a warning still came, with no way to hide it. As apt, pip
+    and git: -q hides progress, notes and results shown for people, a warning stays on stderr; -qq
+    (or --quiet --quiet) leaves only errors. Through the one reporter (``Output.warn``), here a
+    private key readable by others."""
+    keys = tmp_path / "keys"
+    assert main(["cvmfs", "keygen", "x.test", "--out", str(keys), "-qq"]) == 0
+    assert capsys.readouterr() == ("", "")
+    (keys / "x.test.key").chmod(0o644)
+    warned = "private key readable by others (mode 0644)"
+    for n, quiet in enumerate(([], ["-q"], ["-qq"], ["--quiet", "--quiet"])):
+        argv = ["cvmfs", "create", str(tmp_path / f"r{n}"), "--fqrn", "x.test", "--keys", str(keys)]
+        assert main([*argv, *quiet]) == 0
+        out, err = capsys.readouterr()
+        assert (warned in err) == (len(quiet) < 2 and quiet != ["-qq"]), (quiet, err)
+        if quiet:
+            assert out == "" and err.count("\n") == (1 if quiet == ["-q"] else 0), (quiet, out, err)
+        else:
+            assert out and err.count("\n") >= 1, (out, err)
+    with pytest.raises(SystemExit):
+        main(["cvmfs", "create", "--help"])
+    assert "-qq: only errors" in " ".join(capsys.readouterr().out.split())
 
 
 def test_a_command_line_parses_its_area_alone_and_help_lists_them_all() -> None:

@@ -44,11 +44,12 @@ def test_a_local_source_that_is_not_there_is_said_so(
 ) -> None:
     """pr28c: a typo in a local SOURCE said "no public key found to verify the repository" (the key
     look-up came first); with --no-verify "invalid repository name 'x'", with --key "manifest not
-    found ... the hash is wrong"."""
+    found ... the hash is wrong". One that is not there is exit 2, a missing input in every command
+    (lf32a); a file where the folder should be stays the repository's error."""
     key = next((fx.root / "keys").glob("*.pub"))
     extra = [str(key) if w == "KEY" else w for w in extra]
-    for source, said in ((tmp_path / "no-such" / FQRN, "no such folder"), (key, "not a folder")):
-        assert main(["cvmfs", "info", str(source), "--json", *extra]) == 5
+    for source, said, code in ((tmp_path / "no-such" / FQRN, "no such folder", 2), (key, "not a folder", 5)):
+        assert main(["cvmfs", "info", str(source), "--json", *extra]) == code
         doc = json.loads(capsys.readouterr().out)
         assert doc["error"] == f"{source}: {said}", doc
         assert "Stratum folder" in doc["hint"]

@@ -215,6 +215,36 @@ def test_cli_mount_of_a_local_directory(fx: Fixture, mnt: Path) -> None:
     assert (mnt / "usr/bin/tool5").is_file()
 
 
+def test_cli_mount_json_reports_the_mount_and_its_daemon(fx: Fixture, mnt: Path, tmp_path: Path) -> None:
+    """lf32a: `cvmfs mount` had no --json: a script learned the revision by parsing the line and the
+    daemon's pid not at all. Its document names what `cvmfs info` names alike, where, by which process
+    (the daemon serving it), with which cache; an error is --json's one document, exit code kept."""
+    import json
+
+    cache = tmp_path / "cache"
+    cmd = [sys.executable, "-m", "cernvm_build.cli.main", "cvmfs", "mount", str(fx.root), str(mnt)]
+    r = subprocess.run([*cmd, "--tag", "slc4-frozen", "--cache", str(cache), "--json"], capture_output=True,
+                       text=True, timeout=120)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc == {
+        "fqrn": FQRN,
+        "revision": 1,
+        "root_hash": ROOT_REV1,
+        "tag": "slc4-frozen",
+        "mountpoint": str(mnt),
+        "pid": doc["pid"],
+        "cache": str(cache),
+    }, doc
+    assert os.readlink(f"/proc/{doc['pid']}/cwd") and (mnt / "usr/bin/tool5").is_file()  # it serves
+    unmount(mnt)
+    r = subprocess.run([*cmd, "--root-hash", "0" * 40, "--json"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 5 and "Traceback" not in r.stderr, r.stderr
+    err = json.loads(r.stdout)
+    assert err["exit_code"] == 5 and "0000000000" in err["error"], err
+    assert not os.path.ismount(mnt)
+
+
 def test_a_mount_without_a_cache_leaves_no_scratch_after_unmount(
     fx: Fixture, server: Server, mnt: Path
 ) -> None:

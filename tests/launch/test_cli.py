@@ -131,6 +131,7 @@ def test_bad_configuration_file_is_exit_2(
 ) -> None:
     conf = tmp_path / "bad.conf"
     conf.write_text("memory=lots\n")
+    (tmp_path / "ud").write_text("#cloud-config\n")  # there: a missing input is its own error (lf32a)
     assert launch("create", "--name", "cli-c", "--yes", str(tmp_path / "ud"), str(conf)) == 3
     assert f"{conf}:1:8: memory: 'lots' is not a size" in capsys.readouterr().err
 

@@ -20,6 +20,8 @@ def test_build_json_then_noop(site: Path, tmp_path: Path, capsys: pytest.Capture
     assert main(["site", "build", "--site", str(site), "--out", str(out), "--json"]) == 0
     first = json.loads(capsys.readouterr().out)
     assert first["pages"] > 30 and first["rendered"] == first["outputs"]
+    # lf32a: what a command wrote is "path" in every --json (out_dir kept as an alias until 2027)
+    assert first["path"] == first["out_dir"] and Path(first["path"]).resolve() == out.resolve()
     assert main(["site", "build", "--site", str(site), "--out", str(out), "--json"]) == 0
     second = json.loads(capsys.readouterr().out)
     assert second["rendered"] == 0 and second["markdown_rendered"] == 0

@@ -1,0 +1,70 @@
+"""argparse types for the inputs a command line names: a file or folder that is not there is one
+``InputMissing`` line, exit 2 in every command, found while the line is parsed (before a repository
+is opened, libvirt reached or a build begun). It was 2, 3, 5, 7 or 8 by the command's area.
+
+What is named inside an input (a profile's ``extends``, a configuration's key file) keeps its file's
+error and exit code, with that file's line; a SOURCE that may be read from ``--cache`` when its folder
+is gone is checked by the reader (``cvmfs.repository``), which raises the same error.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from ..errors import InputMissing
+
+
+def _there(text: str, what: str) -> Path:
+    if not os.path.lexists(text):
+        raise InputMissing(text, what)
+    return Path(text)
+
+
+def existing_file(text: str) -> Path:
+    """A file to read."""
+    return _there(text, "file")
+
+
+def existing_folder(text: str) -> Path:
+    """A folder to read (or to mount on)."""
+    return _there(text, "folder")
+
+
+def existing_path(text: str) -> Path:
+    """A file or a folder to read."""
+    return _there(text, "file or folder")
+
+
+def local_or_url(text: str) -> str:
+    """A URL (``scheme://``), taken as it is, or a local file or folder that must be there; ``-``
+    (stdin) too."""
+    if "://" in text or text == "-":
+        return text
+    _there(text, "file or folder")
+    return text
+
+
+def name_or_path(suffixes: tuple[str, ...]) -> Callable[[str], str]:
+    """A name (a profile, a release version), or a path, which must be there: a word holding ``/`` or
+    ending in one of ``suffixes``. A name not known stays its area's error (it lists the known ones)."""
+
+    def parse(text: str) -> str:
+        if "/" in text or text.endswith(suffixes) or os.path.lexists(text):
+            _there(text, "file or folder")
+        return text
+
+    return parse
+
+
+#: PROFILE: a name (profiles list) or a YAML file
+profile_ref = name_or_path((".yaml", ".yml"))
+#: VERSION|INDEX|DIR of the release commands
+release_ref = name_or_path((".json",))
+
+
+def present(text: str) -> str:
+    """A file or folder that must be there, kept as the text given (for commands that take a str)."""
+    _there(text, "file or folder")
+    return text

@@ -1,0 +1,134 @@
+"""Every command given a file or folder that is not there: one line naming it, exit 2 (lf32a).
+
+It was 2, 3, 5, 7 or 8 by the command's area (a profile file 3, a Stratum folder 5, a site folder or
+release index 7, a boot image 8), and `cernvm-launch create` reached libvirt before it read its
+user data. ``cli.inputs`` checks what the command line names while it is parsed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from cernvm_build.cli import launch
+from cernvm_build.cli.main import build_parser, main
+from cernvm_build.errors import UsageError
+from tests.core.test_cli_app import _leaves
+
+#: a path under a folder that is not there either
+M = "/nonexistent-lf32a/missing"
+FIXTURE = str(Path(__file__).resolve().parents[1] / "cvmfs" / "data" / "fixture.cernvm.test")
+
+#: (program, the leaf's words) -> a command line naming an input that is not there
+CASES: dict[tuple[str, str], list[str]] = {
+    ("cernvm-build", "profiles show"): [f"{M}.yaml"],
+    ("cernvm-build", "profiles validate"): [f"{M}.yaml"],
+    ("cernvm-build", "profiles diff"): ["el9", f"{M}.yaml"],
+    ("cernvm-build", "cvmfs info"): [M],
+    ("cernvm-build", "cvmfs ls"): [FIXTURE, "--key", M],
+    ("cernvm-build", "cvmfs cat"): [FIXTURE, "/x", "--blacklist", M],
+    ("cernvm-build", "cvmfs verify"): [M],
+    ("cernvm-build", "cvmfs export"): [M, "/nonexistent-lf32a/out"],
+    ("cernvm-build", "cvmfs tag list"): [M],
+    ("cernvm-build", "cvmfs tag add"): [M, "t", "--keys", FIXTURE],
+    ("cernvm-build", "cvmfs tag remove"): [FIXTURE, "t", "--keys", M],
+    ("cernvm-build", "cvmfs serve"): [M],
+    ("cernvm-build", "cvmfs replicate"): [M, "/nonexistent-lf32a/replica"],
+    ("cernvm-build", "cvmfs nginx-config"): [M],
+    ("cernvm-build", "cvmfs mount"): [FIXTURE, M],
+    ("cernvm-build", "cvmfs monitor"): ["--config", M],
+    ("cernvm-build", "cvmfs stats"): [M],
+    ("cernvm-build", "cvmfs create"): ["/nonexistent-lf32a/repo", "--fqrn", "x.test", "--keys", M],
+    ("cernvm-build", "cvmfs publish"): [FIXTURE, M, "--keys", FIXTURE],
+    ("cernvm-build", "cvmfs resign"): [M, "--keys", FIXTURE],
+    ("cernvm-build", "os"): [f"{M}.yaml"],
+    ("cernvm-build", "image build"): ["demo", "--sign-key", M],
+    ("cernvm-build", "image seed"): ["demo", "--trace", M, "-o", "/nonexistent-lf32a/s.qcow2"],
+    ("cernvm-build", "image inspect"): [f"{M}.iso"],
+    ("cernvm-build", "image verify"): [f"{M}.iso"],
+    ("cernvm-build", "container build"): [f"{M}.yaml"],
+    ("cernvm-build", "container verify"): [f"{M}.oci"],
+    ("cernvm-build", "container push"): [f"{M}.oci", "localhost:5000/x:1"],
+    ("cernvm-build", "hub ingest"): ["x", "--hub-stratum", M, "--hub-keys", M],
+    ("cernvm-build", "site build"): ["--site", M],
+    ("cernvm-build", "site check"): ["--site", M],
+    ("cernvm-build", "site serve"): ["--site", M],
+    ("cernvm-build", "site publish"): ["s3://bucket/www", "--site", M],
+    ("cernvm-build", "mirror yum"): [M, "s3://bucket/yum"],
+    ("cernvm-build", "mirror apt"): [M, "s3://bucket/apt"],
+    ("cernvm-build", "mirror verify"): ["yum", "s3://bucket/yum", "--gpg-key", M],
+    ("cernvm-build", "mirror sync"): [M, "s3://bucket/x"],
+    ("cernvm-build", "release build"): ["2026.11-1", "--previous", f"{M}/index.json"],
+    ("cernvm-build", "release verify"): [f"{M}/index.json"],
+    ("cernvm-build", "release rebuild"): [M],
+    ("cernvm-build", "release publish"): [f"{M}/index.json", "s3://bucket/releases"],
+    ("cernvm-build", "demo"): ["--profile", f"{M}.yaml", "--plan"],
+    ("cernvm-launch", "create"): [f"{M}.txt", "--yes"],
+    ("cernvm-launch", "import"): [f"{M}.ova"],
+    ("cernvm-launch", "images add"): [f"{M}.hdd"],
+    ("cernvm-launch", "images pull"): ["el9", "--key", M],
+    ("cernvm-launch", "context"): [f"{M}.txt"],
+}
+
+#: leaves that read no file or folder the command line names, and why
+NO_INPUT = (
+    {
+        ("cernvm-build", w): why
+        for w, why in {
+            "profiles list": "names only",
+            "profiles schema": "prints",
+            "profiles reference": "prints",
+            "cvmfs squid-config": "writes",
+            "cvmfs keygen": "writes its --out folder",
+        }.items()
+    }
+    | {
+        ("cernvm-launch", w): "an instance's or image's name (its own error, exit 8)"
+        for w in ("destroy", "list", "pause", "ssh", "start", "stop", "console", "ip", "wait", "forward")
+    }
+    | {
+        ("cernvm-launch", "images list"): "names only",
+        ("cernvm-launch", "images remove"): "an image's name",
+        ("cernvm-launch", "help"): "a command's name",
+        # the operands are `[user@]NAME:PATH` or local paths, told apart once libvirt lists the instances:
+        # a local SOURCE that is not there is a UsageError too (exit 2), after the connection
+        ("cernvm-launch", "scp"): "operands resolved after connecting",
+    }
+)
+
+
+def _all_leaves() -> set[tuple[str, str]]:
+    return {
+        (program, " ".join(words))
+        for program, root in (("cernvm-build", build_parser()), ("cernvm-launch", launch.build_parser()))
+        for words, _ in _leaves(root, [])
+    }
+
+
+def test_every_command_is_walked() -> None:
+    """A new command is listed here: with a command line naming a missing input, or why it has none."""
+    assert set(CASES) | set(NO_INPUT) == _all_leaves()
+    assert not set(CASES) & set(NO_INPUT)
+
+
+@pytest.mark.parametrize(("program", "words"), sorted(CASES), ids=lambda v: str(v))
+def test_a_missing_input_is_one_line_and_exit_2(
+    program: str, words: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", "/nonexistent-lf32a/home")  # no user's configuration, no libvirt reached
+    entry = main if program == "cernvm-build" else launch.main
+    argv = [*words.split(), *CASES[(program, words)]]
+    assert entry(argv) == UsageError.exit_code == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    lines = err.strip().splitlines()
+    assert "Traceback" not in err and lines[0].startswith(f"error: {M}") and ": no such " in lines[0], err
+    assert len(lines) == 2 and lines[1].startswith("hint: "), err
+    leaf = dict(
+        (" ".join(w), p) for w, p in _leaves(build_parser() if entry is main else launch.build_parser(), [])
+    )
+    if any("--json" in a.option_strings for a in leaf[words]._actions):
+        assert entry([*argv, "--json"]) == 2
+        doc = json.loads(capsys.readouterr().out)
+        assert doc["exit_code"] == 2 and doc["where"].startswith(M) and doc["message"].startswith("no such ")
