@@ -31,9 +31,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.site_corpus import KINDS, generate
 
-#: run in the build's process: wraps ``STEPS`` (those missing in the tree measured are skipped),
-#: then runs the CLI; each event is one line "pid name wall0 wall1 cpu0 cpu1" (ms), written at once
-#: with O_APPEND (a forked worker ends with os._exit: nothing buffered would be written)
+#: run in the build's process: wraps ``STEPS`` (those missing in the tree measured are skipped) as
+#: each module is imported (the builder imports some only where they are used: importing them here
+#: would move that cost out of the build), then runs the CLI; each event is one line "pid name wall0
+#: wall1 cpu0 cpu1" (ms), written at once with O_APPEND (a forked worker ends with os._exit: nothing
+#: buffered would be written)
 _TRACER = r"""
 import functools, os, sys, time
 T0 = time.perf_counter()
@@ -54,19 +56,34 @@ def wrap(owner, attr, name):
         finally:
             ev(name, w0, c0)
     setattr(owner, attr, w)
-from cernvm_build.site import build, cache, parallel, search, sources, write
+PENDING = {}  # module -> its steps, wrapped once it is executed (before a module importing a name
+for step in sys.argv[2].split():  # from it binds the name)
+    owner, attr = step.split(":")
+    PENDING.setdefault("cernvm_build.site." + owner.split(".")[0], []).append((owner.split(".")[1:], attr))
+class Hook:
+    @staticmethod
+    def find_spec(name, path=None, target=None):
+        if name not in PENDING:
+            return None
+        for finder in sys.meta_path:
+            spec = None if finder is Hook else finder.find_spec(name, path, target)
+            if spec is not None:
+                break
+        else:
+            return None
+        run = spec.loader.exec_module
+        def exec_module(module):
+            run(module)
+            for classes, attr in PENDING.pop(name):
+                where = module
+                for part in classes:
+                    where = getattr(where, part)
+                wrap(where, attr, attr)
+        spec.loader.exec_module = exec_module
+        return spec
+sys.meta_path.insert(0, Hook)
 from cernvm_build.cli import main as cli_main
 ev("imports", T0, 0.0)
-STEPS = [step.split(":") for step in sys.argv[2].split()]
-MODULES = {"build": build, "cache": cache, "parallel": parallel, "search": search, "sources": sources}
-for owner, attr in STEPS:
-    where = MODULES[owner.split(".")[0]]
-    for part in owner.split(".")[1:]:
-        where = getattr(where, part)
-    wrap(where, attr, attr)
-for mod in (sources, write, search):  # imported by name where they are used
-    if hasattr(mod, "fork_map"):
-        mod.fork_map = parallel.fork_map
 sys.argv = ["cernvm-build", *sys.argv[3:]]
 try:
     code = cli_main.main()
@@ -84,10 +101,10 @@ STEPS = [
     ("sources", "warm_highlighting"),
     ("build.Builder", "_aside"),
     ("build", "_warm_templates"),
-    ("build", "make_pages"),
-    ("build", "plan"),
+    ("pages", "make_pages"),
+    ("plan", "plan"),
     ("build.Builder", "_write"),
-    ("build", "execute"),
+    ("write", "execute"),
     ("search", "update"),
     ("search", "shard_files"),
     ("cache.State", "md_meta"),

@@ -29,29 +29,32 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import paths
 from ..errors import BuildError
 from ..fsutil import atomic_dir, held_lock
 from ..report import NULL_REPORTER, Reporter
 from . import config as config_mod
-from . import data as data_mod
-from . import filedigest, gitdates, renderchild, replan
+from . import filedigest, gitdates
 from . import markdown as md_mod
-from . import search as search_mod
 from . import templates as tpl_mod
 from .cache import Snapshot, State, discard, is_damage
 from .config import SiteConfig
 from .frontmatter import Memo
 from .model import BuildReport, ContentText, Job, LinkErrors, code_files, code_known, sha
-from .output import folder_rows, matches
-from .pages import PageSet, likely_layouts, make_pages, patch_pages
-from .parallel import PARALLEL_MIN
-from .plan import FIXED_TEMPLATES, Delta, Plan, plan, plan_digest, public
+from .parallel import PARALLEL_MIN, both
 from .reference import GENERATORS
 from .sources import Generators, Sources, nothing, plan_sources, render_markdown, scan
-from .write import execute, find_strays
+
+# The modules of the steps after the render step (page set, plan, write, search index; data files'
+# readers, made beside the render step) are imported where they are used, and by a build that forks
+# its render step while its workers render (``_import_later``): imported here, they were ~0.06 CPU-s
+# of the serial time before the render workers forked, which the other core did not overlap.
+if TYPE_CHECKING:
+    from . import search as search_mod
+    from .pages import PageSet
+    from .plan import Plan
 
 __all__ = ["BuildReport", "Builder", "LinkErrors", "build_site", "default_cache_dir"]
 
@@ -142,6 +145,9 @@ class Builder:
         """Steps 4 and 5 into ``target``; returns (outputs written, removed, search files written,
         shards indexed). ``meanwhile``: serial work done while the pages are written; ``indexing``:
         while the render child makes the search shard (``search.update``'s ``meanwhile``)."""
+        from . import search as search_mod
+        from .write import execute
+
         pages = search_pages(outputs)
         index = search_mod.index_plan(target, old_outputs, pages)
         # only a page written now can have its extract made from its HTML
@@ -249,6 +255,8 @@ class Builder:
         highlighting stylesheet (its key and text), the assets' sha256. Made while the render workers
         work (``render_markdown``'s meanwhile), where they were serial time between the two forks; the
         scan's and the assets' digests recorded then too. A data file's error is raised from here."""
+        from . import data as data_mod
+
         state.put_sources(sources.rows, sources.gone)
         data = data_mod.load_all(self.site_dir, cfg, self.repo_metadata, yaml_memo)
         try:
@@ -305,6 +313,8 @@ class Builder:
         self.reporter.step(f"waiting for {holder} to finish (it holds {self.cache_dir / LOCK_NAME})")
 
     def _build(self) -> BuildReport:
+        from . import renderchild
+
         start = time.perf_counter()
         state = State(self.cache_dir / "state.sqlite")
         if state.discarded:
@@ -369,12 +379,13 @@ class Builder:
             )
             # jinja2 imported while the workers render (~0.05 CPU-s that was serial time after them): a
             # build that renders Markdown writes pages
-            meanwhile: Callable[[], object] = env.warm if env.child is None else nothing
+            rendering: Callable[[], object] = env.warm if env.child is None else nothing
             if self.jobs > 1 and sum(s.key not in metas for s in planned.values()) >= PARALLEL_MIN:
                 # the render step forks: the templates the pages will likely use compiled meanwhile
-                # too (0.034 CPU-s at 1,000 pages, serial before the write step forked)
+                # too (0.034 CPU-s at 1,000 pages, serial before the write step forked), and the
+                # later steps' modules imported
                 env.close()  # (the render child, if any: the pages are rendered here and by workers)
-                meanwhile = functools.partial(_warm_templates, env, cfg, sources)
+                rendering = both(functools.partial(_warm_templates, env, cfg, sources), _import_later)
             fresh, texts, store_md = render_markdown(
                 planned,
                 metas,
@@ -382,11 +393,17 @@ class Builder:
                 self.jobs,
                 self.reporter,
                 old_keys,
-                meanwhile=functools.partial(_both, aside, meanwhile),
+                meanwhile=aside,
+                rendering=rendering,
                 fences=sources.fences,
                 warn=self.warnings.append,
             )
             data, (css_key, css), file_sha256 = aside()  # (made already when anything was rendered)
+            from . import replan
+            from . import search as search_mod
+            from .pages import make_pages, patch_pages
+            from .plan import Delta, plan, plan_digest
+
             env.forget_changed()  # a template compiled meanwhile and edited since is compiled again
             if edited and snap is not None and _shown_elsewhere(edited, keys, snap, metas):
                 edited = None  # a title, listed excerpt, heading id... other pages show it: plan them all
@@ -455,9 +472,10 @@ class Builder:
                 )
                 pages_count = len(pageset.pages)
                 state.put_page_places(replan.places_blob(pageset))
-            # what the next one-page rebuild plans from (``replan``); every page's when all were planned
+            # what the next one-page rebuild plans from (``replan``); every page's when all were planned:
+            # recorded while the pages are written (``plan.plan_parts``), else after that
             everything = fast is None and outputs.planned == len(pageset.pages)
-            state.put_plan_parts(outputs.parts or {}, set(outputs.parts or ()) if everything else None)
+            recorded_parts = functools.cache(functools.partial(_record_parts, state, outputs, everything))
             state.claim(str(self.out_dir))
             with contextlib.ExitStack() as stack:
                 target = self.out_dir
@@ -497,8 +515,19 @@ class Builder:
                     )
                 )
                 rendered, removed, search_files, search_shards = self._write(
-                    target, outputs, pageset, old_outputs, env, state, fresh, texts, new, store_md, tail
+                    target,
+                    outputs,
+                    pageset,
+                    old_outputs,
+                    env,
+                    state,
+                    fresh,
+                    texts,
+                    new,
+                    both(store_md, recorded_parts),
+                    tail,
                 )
+                recorded_parts()
                 by_output, fp = tail()
                 report = (str(self.site_dir), search_mod.VERSION, pages_count, len(outputs.jobs), fp)
                 after = after._replace(rows=state.output_count(), report=report)
@@ -551,6 +580,11 @@ class Builder:
         would plan the same outputs, find each unchanged and write nothing: the page set, the plan and
         the search index's plan are not made (~20 ms of a ~0.12 s no-change rebuild through the CLI at
         1,000 pages). Else the build goes on (``aside`` and ``dates`` are cached: not made twice)."""
+        from . import search as search_mod
+        from .output import folder_rows, matches
+        from .plan import plan_digest
+        from .write import find_strays
+
         site, index_format, pages, jobs, fp = snap.report
         if snap.rows != len(old_outputs) or (site, index_format) != (str(self.site_dir), search_mod.VERSION):
             return None
@@ -621,18 +655,30 @@ def _sources(pageset: PageSet) -> dict[str, str]:
     return {p.out: p.file for p in pageset.pages if p.file}
 
 
-def _both(first: Callable[[], object], then: Callable[[], object]) -> None:
-    first()
-    then()
-
-
 def _warm_templates(env: tpl_mod.Environment, cfg: SiteConfig, sources: Sources) -> None:
     """jinja2 imported and the templates the write step will likely render compiled (a guess: one
     missed is compiled before the write step forks, as every template was)."""
+    from .pages import likely_layouts
+    from .plan import FIXED_TEMPLATES
+
     env.warm()
     layouts = likely_layouts(cfg, sources.markdown, sources.layouts, sources.tagged)
     sidebar = ["partials/sidebar.html"] if any(s.sidebar for s in cfg.sections.values()) else []
     env.compile([*(f"{name}.html" for name in sorted(layouts)), *FIXED_TEMPLATES, *sidebar])
+
+
+def _record_parts(state: State, outputs: Plan, everything: bool) -> None:
+    """The plan parts the next one-page rebuild plans from, recorded (``replan``); ``everything``: all
+    pages were planned, so the rows of sources that are gone are deleted."""
+    from .plan import plan_parts
+
+    parts = plan_parts(outputs)
+    state.put_plan_parts(parts, set(parts) if everything else None)
+
+
+def _import_later() -> None:
+    """The modules of the steps after the render step, imported (module comment at the imports)."""
+    from . import replan, write  # noqa: F401  (replan's imports: the page set, plan, search index)
 
 
 def _check_cache(folder: Path) -> None:
@@ -678,6 +724,8 @@ def search_pages(outputs: Plan) -> dict[str, str]:
 def _shown_elsewhere(edited: set[str], keys: dict[str, str], snap: Snapshot, metas: dict[str, Any]) -> bool:
     """Whether an edit changed what other outputs show of its page (``plan.public``), or the former
     version is not at hand to tell."""
+    from .plan import public
+
     return any(
         snap.keys[rel] not in metas or public(metas[keys[rel]]) != public(metas[snap.keys[rel]])
         for rel in edited

@@ -19,6 +19,7 @@ in this process (forking costs more than it saves).
 from __future__ import annotations
 
 import fcntl
+import functools
 import os
 import pickle
 import signal
@@ -44,6 +45,16 @@ MAX_RUNS = 4096 // _RUN.size
 _FRAME = struct.Struct("=Q")  # the length of a child's message (one pickled run, or its last word)
 #: a child's pipe: room for many runs' results, so a child never waits for this process to read
 PIPE_BYTES = 1 << 20
+
+
+def both(first: Callable[[], object], then: Callable[[], object]) -> Callable[[], None]:
+    """One ``meanwhile`` of two pieces of work, in this order (a partial: ``args`` names them)."""
+    return functools.partial(_in_turn, first, then)
+
+
+def _in_turn(first: Callable[[], object], then: Callable[[], object]) -> None:
+    first()
+    then()
 
 
 def run_size(n: int, jobs: int) -> int:

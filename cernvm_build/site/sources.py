@@ -30,7 +30,7 @@ from . import markdown as md_mod
 from .cache import State
 from .model import BAD_PATH_CHARS, ContentText, code_sha, sha, sha_after
 from .ntuple import NamedTuple
-from .parallel import PARALLEL_MIN, fork_map
+from .parallel import PARALLEL_MIN, both, fork_map
 
 #: bump when the build changes what it keeps per rendered source
 BUILD_VERSION = "1"
@@ -524,6 +524,7 @@ def render_markdown(
     meanwhile: Callable[[], object] | None = None,
     fences: Mapping[str, list[bytes]] | None = None,
     warn: Callable[[str], object] | None = None,
+    rendering: Callable[[], object] | None = None,
 ) -> tuple[dict[str, str | None], dict[str, ContentText], Callable[[], None]]:
     """Render the sources whose key is not cached (``metas`` gains them), with the code blocks earlier
     builds highlighted and the front matters of ``earlier`` (keys of former versions of the sources,
@@ -532,9 +533,13 @@ def render_markdown(
     ``mdhtml``; none of those kept at once) and what keeps the rest in the state (once, however often
     called): the builder calls it while the pages are written (serial work the other processes do not
     wait for), or when a step before that fails. ``meanwhile``: the builder's work done here while the
-    workers render, when there is anything to render (``parallel.fork_map``); ``fences``:
-    ``Sources.fences`` (``warm_highlighting``); ``warn``: given the warnings of the sources rendered
-    now (a misspelt front matter key), said once, when the source is rendered."""
+    workers render, when there is anything to render (``parallel.fork_map``), or beside the lexers'
+    forked process (``warm_highlighting``); ``rendering``: the builder's work done while the workers
+    render, after ``meanwhile``, never beside the lexers' process (there this one's share was the longer:
+    the templates' warm-up made it ~0.1 CPU-s longer than the forked one's at 1,000 pages, serial time
+    the other core did not overlap); ``fences``: ``Sources.fences`` (``warm_highlighting``); ``warn``:
+    given the warnings of the sources rendered now (a misspelt front matter key), said once, when the
+    source is rendered."""
     todo = sorted((s for s in planned.values() if s.key not in metas), key=lambda s: (s.key, s.rel))
     fresh: dict[str, str | None] = {}
     texts: dict[str, ContentText] = {}
@@ -578,6 +583,8 @@ def render_markdown(
             # this one does ``meanwhile`` there instead
             if total >= PARALLEL_MIN and warm_highlighting(todo, fences, jobs, meanwhile):
                 meanwhile = None
+            if rendering is not None:
+                meanwhile = rendering if meanwhile is None else both(meanwhile, rendering)
             results = fork_map(
                 _render_source, (known_code, known_fm), todo, jobs, meanwhile=meanwhile, keep=keep
             )

@@ -651,7 +651,7 @@ def test_search_index_in_shards_one_page_edit_indexes_one_shard(
 def _in_shards(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
     """The site cut into several shards, written in forked workers though it is small; returns the list
     the builds append to: (shards the write step made, shards made again) of each index step."""
-    from cernvm_build.site import build, parallel, search
+    from cernvm_build.site import parallel, search
 
     monkeypatch.setattr(search, "SHARD_FROM", 1)
     monkeypatch.setattr(search, "SHARD_PAGES", 6)
@@ -664,7 +664,7 @@ def _in_shards(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
         seen.append((len(built or {}), got.shards if got else 0))
         return got
 
-    monkeypatch.setattr(build.search_mod, "update", update)
+    monkeypatch.setattr(search, "update", update)
     return seen
 
 
@@ -1201,7 +1201,7 @@ def test_an_interrupted_rebuild_of_one_page_is_not_trusted_by_the_next(
     """A rebuild interrupted after it wrote an edited page, then the edit undone: the next build must
     not take the page on disk (the edited one, recorded as written) for the page of the last complete
     build, whose source it has again."""
-    from cernvm_build.site import build as build_mod
+    from cernvm_build.site import search
 
     out = tmp_path / "out"
     build_site(site, out)
@@ -1213,7 +1213,7 @@ def test_an_interrupted_rebuild_of_one_page_is_not_trusted_by_the_next(
         raise KeyboardInterrupt
 
     with monkeypatch.context() as m, pytest.raises(KeyboardInterrupt):
-        m.setattr(build_mod.search_mod, "update", interrupted)  # after the pages are written
+        m.setattr(search, "update", interrupted)  # after the pages are written
         build_site(site, out)
     assert b"no longer get security" in (out / "docs/guides/preservation/index.html").read_bytes()
     page.write_text(before)
@@ -1375,11 +1375,12 @@ def test_the_templates_the_pages_use_are_compiled_while_the_markdown_renders(
     or include) are compiled meanwhile, not in the write step's serial preamble; a guess that misses
     or a template that does not compile changes nothing but where it is compiled."""
     from cernvm_build.site import build as build_mod
+    from cernvm_build.site import pages, write
     from cernvm_build.site import templates as tpl_mod
 
     first: dict[str, str] = {}  # template -> the step that compiled it first
     step = ["render"]
-    real_get, real_execute = tpl_mod.Environment.get, build_mod.execute
+    real_get, real_execute = tpl_mod.Environment.get, write.execute
 
     def get(self: tpl_mod.Environment, name: str) -> Any:
         first.setdefault(name, step[0])
@@ -1390,7 +1391,7 @@ def test_the_templates_the_pages_use_are_compiled_while_the_markdown_renders(
         return real_execute(*args, **kw)
 
     monkeypatch.setattr(tpl_mod.Environment, "get", get)
-    monkeypatch.setattr(build_mod, "execute", execute)
+    monkeypatch.setattr(write, "execute", execute)
     monkeypatch.setattr(build_mod, "PARALLEL_MIN", 8)  # the site's 39 sources: a render step that forks
     build_site(site, tmp_path / "out", jobs=2)
     assert len(first) > 15 and {n for n, s in first.items() if s == "write"} == set()
@@ -1401,8 +1402,8 @@ def test_the_templates_the_pages_use_are_compiled_while_the_markdown_renders(
     (site / "templates/broken.html").write_text("{% if %}")  # used by no page
     # a guessed layout no page uses, which does not compile: left meanwhile, the build goes on
     (site / "templates/ghost.html").write_text("{% if %}")
-    real_likely = build_mod.likely_layouts
-    monkeypatch.setattr(build_mod, "likely_layouts", lambda *a: {*real_likely(*a), "ghost"})
+    real_likely = pages.likely_layouts
+    monkeypatch.setattr(pages, "likely_layouts", lambda *a: {*real_likely(*a), "ghost"})
     first.clear()
     step[0] = "render"
     build_site(site, tmp_path / "out2", jobs=2)
@@ -1629,13 +1630,13 @@ def test_a_rebuild_with_nothing_changed_makes_no_page_set_and_checks_every_outpu
     other file there: the rebuild reports the last build's figures without making the page set or the
     plan. Anything else (an output changed, gone or added by hand, a row the state lost, a template
     edited) takes the whole way, which writes a clean build's bytes."""
-    from cernvm_build.site import build as build_mod
+    from cernvm_build.site import pages
     from cernvm_build.site.cache import REPORT
     from cernvm_build.site.search import MANIFEST
 
     made: list[int] = []
-    real = build_mod.make_pages
-    monkeypatch.setattr(build_mod, "make_pages", lambda *a, **k: made.append(1) or real(*a, **k))
+    real = pages.make_pages
+    monkeypatch.setattr(pages, "make_pages", lambda *a, **k: made.append(1) or real(*a, **k))
     out = tmp_path / "out"
     first = build_site(site, out)
     made.clear()
@@ -1853,18 +1854,17 @@ def test_every_late_value_the_plan_makes_is_one_the_write_step_makes(
     """``write._materialize`` makes a context's ``Late`` values only where ``plan`` puts them (the
     sidebar, the page's body, the feed entries' bodies), copying nothing else: none of the real site's
     outputs keeps one elsewhere, which would be written as an object's repr."""
-    from cernvm_build.site import build as build_mod
     from cernvm_build.site import write
     from cernvm_build.site.model import Late
 
     plans: list[Any] = []
-    real_execute = build_mod.execute
+    real_execute = write.execute
 
     def execute(target: Path, outputs: Any, *args: Any, **kw: Any) -> Any:
         plans.append(outputs)
         return real_execute(target, outputs, *args, **kw)
 
-    monkeypatch.setattr(build_mod, "execute", execute)
+    monkeypatch.setattr(write, "execute", execute)
     build_site(site, tmp_path / "out", jobs=1)
     monkeypatch.setattr(write, "_made", lambda late, work: f"made {late.kind}")
     contexts = [j.context for j in plans[0].jobs if j.context is not None]
@@ -2176,3 +2176,62 @@ def test_a_misspelt_front_matter_key_is_a_warning_naming_its_line(site: Path, tm
         f"{rel}:3: " + said.format("nav-title", "nav_title"),
     ], report.warnings
     assert (tmp_path / "out" / "docs" / "quickstart" / "client" / "index.html").exists()  # kept, as before
+
+
+#: a cold build in a new process whose render step forks: the builder's modules loaded when its
+#: lexers' warm-up starts (the render workers fork after it), and its steps' order
+_LATER_MODULES = """
+import sys
+from pathlib import Path
+from cernvm_build.cli.reference import GENERATORS
+from cernvm_build.site import build, sources
+later = ("data", "pages", "plan", "replan", "search", "write")
+seen = []
+warm, templates = sources.warm_highlighting, build._warm_templates
+def warming(*a, **k):
+    seen.append([m for m in later if "cernvm_build.site." + m in sys.modules])
+    done = warm(*a, **k)
+    seen.append("lexers made")
+    return done
+sources.warm_highlighting = warming
+build._warm_templates = lambda *a: seen.append("templates") or templates(*a)
+build.build_site(Path(sys.argv[1]), Path(sys.argv[2]), generators=GENERATORS, jobs=2)
+print((seen, [m for m in later if "cernvm_build.site." + m in sys.modules]))
+"""
+
+
+def test_the_later_steps_are_imported_and_the_plan_parts_pickled_while_other_processes_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The modules only the builder's process needs after the render step (page set, plan, write,
+    search index, data files) are not imported before the render workers fork, which do not need
+    them (they were serial time the other core did not overlap), but by the render step's
+    ``meanwhile`` (the data files' by the lexers' step's): checked in a new process, as this one
+    imported them long ago. The templates are compiled in the render step's ``meanwhile`` too, not
+    the lexers' step's, where this process's share was the longer. The plan parts are pickled in the
+    write step's ``meanwhile``."""
+    import ast
+    import subprocess
+    import sys
+
+    from bench.site_corpus import generate
+    from cernvm_build.site import plan, write
+
+    site = generate(tmp_path / "corpus", 60)["ours"]  # over parallel.PARALLEL_MIN: the steps fork
+    env = {**os.environ, "CERNVM_CACHE_DIR": str(tmp_path / "cache")}
+    run = subprocess.run(
+        [sys.executable, "-c", _LATER_MODULES, str(site), str(tmp_path / "new")],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 0, run.stderr
+    seen, after = ast.literal_eval(run.stdout.strip().splitlines()[-1])
+    assert seen == [[], "lexers made", "templates"]
+    assert after == ["data", "pages", "plan", "replan", "search", "write"]
+    steps: list[str] = []
+    execute, parts = write.execute, plan.plan_parts
+    monkeypatch.setattr(write, "execute", lambda *a, **k: steps.append("write") or execute(*a, **k))
+    monkeypatch.setattr(plan, "plan_parts", lambda *a: steps.append("parts") or parts(*a))
+    build_site(site, tmp_path / "out", jobs=2)
+    assert steps == ["write", "parts"]

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from sitehelpers import Edit, build_site, tree
 
-from cernvm_build.site import build as site_build
+from cernvm_build.site import pages as site_pages
 from cernvm_build.site.build import LinkErrors
 from cernvm_build.site.cache import PLACES
 from cernvm_build.site.plan import SIDEBAR_ROW
@@ -31,13 +31,13 @@ def _clean(site: Path, tmp_path: Path, name: str, monkeypatch: pytest.MonkeyPatc
 def _page_sets(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Counts the page sets the builder makes (``pages.make_pages``)."""
     made: list[int] = []
-    real = site_build.make_pages
+    real = site_pages.make_pages
 
     def counted(*a: Any, **kw: Any) -> Any:
         made.append(1)
         return real(*a, **kw)
 
-    monkeypatch.setattr(site_build, "make_pages", counted)
+    monkeypatch.setattr(site_pages, "make_pages", counted)
     return made
 
 
@@ -72,7 +72,7 @@ def test_a_one_page_rebuild_makes_no_page_set_and_writes_a_clean_builds_bytes(
     edit(site / PAGE, "no longer get security updates", "no longer see security updates")
     assert build_site(site, built).pages_planned == 1 and made == []
     with monkeypatch.context() as m:
-        m.setattr(site_build, "make_pages", _real_make_pages)
+        m.setattr(site_pages, "make_pages", _real_make_pages)
         assert tree(built) == _clean(site, tmp_path, "clean", monkeypatch)
     # a link to a heading that is not there fails the build as before
     edit(site / PAGE, "cache.md#alien-cache", "cache.md#no-such-heading")
@@ -81,7 +81,7 @@ def test_a_one_page_rebuild_makes_no_page_set_and_writes_a_clean_builds_bytes(
     assert made == []
 
 
-_real_make_pages = site_build.make_pages
+_real_make_pages = site_pages.make_pages
 
 
 def _damage_places(db: sqlite3.Connection, change: Callable[[dict[str, str]], Any]) -> None:
@@ -161,7 +161,7 @@ def test_a_state_without_its_rows_or_with_a_damaged_one_plans_as_before(
     edit(site / PAGE, "no longer receive security updates", "no longer get security updates")
     report = build_site(site, built)  # no traceback, no wrong page
     assert made == [1] and report.pages_planned == 1  # (the plan of ``plan.Delta``, as before)
-    monkeypatch.setattr(site_build, "make_pages", _real_make_pages)
+    monkeypatch.setattr(site_pages, "make_pages", _real_make_pages)
     assert tree(built) == _clean(site, tmp_path, "clean", monkeypatch)
 
 
