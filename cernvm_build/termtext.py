@@ -27,10 +27,14 @@ _INVISIBLE = (
     "\u00ad\u180e\u200b-\u200d\u2028\u2029\u2060-\u2064\u206a-\u206f\ufeff\ufff9-\ufffb"
     "\U000e0001\U000e0020-\U000e007f"
 )
-_CONTROL = f"[\x00-\x08\x0b-\x1f\x7f-\x9f{_BIDI}{_INVISIBLE}]"
+#: and a lone surrogate: a path's byte that is not UTF-8, as ``os.fsdecode`` keeps it (U+DC80-DCFF),
+#: which no terminal encoding takes: an error line naming such a path was a UnicodeEncodeError
+#: traceback in the CLI's own error handler; it is shown as the byte, ``\xff``
+_SURROGATE = "\ud800-\udfff"
+_CONTROL = f"[\x00-\x08\x0b-\x1f\x7f-\x9f{_BIDI}{_INVISIBLE}{_SURROGATE}]"
 #: the same and newline and tab, for one line: a listing's names, and error, hint and problem lines
 #: (a file name holding a newline would otherwise forge a line of its own, "error: none" or a hint)
-_CONTROL_LINE = f"[\x00-\x1f\x7f-\x9f{_BIDI}{_INVISIBLE}]"
+_CONTROL_LINE = f"[\x00-\x1f\x7f-\x9f{_BIDI}{_INVISIBLE}{_SURROGATE}]"
 #: the two classes compiled, on first use: with their ranges they cost re's compiler ~1.3M instructions
 #: each, ~1 % of a one-page ``site build --json``, which shows no untrusted text
 _compiled: dict[str, re.Pattern[str]] = {}
@@ -45,6 +49,8 @@ def _pattern(source: str) -> re.Pattern[str]:
 
 def _shown(m: re.Match[str]) -> str:
     c = ord(m.group())
+    if 0xDC80 <= c <= 0xDCFF:  # os.fsdecode's escape of the byte c - 0xDC00
+        c -= 0xDC00
     return f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}" if c < 0x10000 else f"\\U{c:08x}"
 
 

@@ -7,6 +7,7 @@ user data. ``cli.inputs`` checks what the command line names while it is parsed.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -132,3 +133,17 @@ def test_a_missing_input_is_one_line_and_exit_2(
         assert entry([*argv, "--json"]) == 2
         doc = json.loads(capsys.readouterr().out)
         assert doc["exit_code"] == 2 and doc["where"].startswith(M) and doc["message"].startswith("no such ")
+
+
+def test_a_missing_input_whose_path_is_not_utf8_is_one_line_with_its_byte(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The missing input's line names a path ``os.fsdecode`` made from bytes that are not UTF-8: a lone
+    surrogate no terminal takes, which made the CLI's own error handler a UnicodeEncodeError traceback."""
+    odd = M + os.fsdecode(b"\xff")
+    assert main(["cvmfs", "info", odd]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {M}\\xff: no such ") and "Traceback" not in err, err
+    assert main(["cvmfs", "info", odd, "--json"]) == 2
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["exit_code"] == 2 and doc["where"] == odd
