@@ -16,8 +16,8 @@ them in the block parse), nine-level lists 4.3. Each is paid by a few kinds of w
 - ``MAX_LINES``: lines, each looked at by the block rules (a quote of 262,000 one-word lines: 3.7
   CPU-s in the block parse alone, ~14 µs a line). Prose has ~15,000 in a MiB.
 - ``MAX_BLOCKS``: block tokens (paragraphs, list items, table cells and rows: ~9 µs each with their
-  inline parse), counted as they are made, so a huge table stops at its first 150,000 (~1.4 CPU-s).
-  Prose makes one per ~60 bytes (17,000 in a MiB).
+  inline parse), counted as they are made, so a huge table stops at its first 100,000 (~1 CPU-s;
+  nine-level lists ~1.5). Prose makes one per ~60 bytes (17,000 in a MiB).
 
 Only markdown-it-py's parse is held to it: the Rust parser (``mdtree``, ``mdfast``) takes no page
 over 512 KiB nor a block with many delimiters, and is fast on what it takes.
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 MAX_COSTLY = 50_000
 MAX_MARKS = 200_000
-MAX_BLOCKS = 150_000
+MAX_BLOCKS = 100_000
 MAX_LINES = 100_000
 _COSTLY = "[]*_~"
 _HINT = "split the page, or put such text in a code block (``` fences), which is not parsed"
