@@ -421,31 +421,37 @@ def atomic_dir(dest: Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(dest), suffix=".tmp", dir=dest.parent))
     try:
         yield tmp
-        # the earlier folder is moved aside to a name of this process's (a killed run's is reclaimed by
-        # its pid), and again when another run's swap put a folder there meanwhile: a fixed '.NAME.old'
-        # shared by runs at once, and a folder arriving between the two renames, were ENOTEMPTY
-        # tracebacks (last one in wins, whole)
-        old = tmp.with_name(f"{tmp.name.removesuffix('.tmp')}-old.tmp")  # (.NAME.<pid>.<rnd>-old.tmp)
-        for _ in range(100):
-            with contextlib.suppress(FileNotFoundError):
-                os.rename(dest, old)
-            try:
-                os.rename(tmp, dest)
-                break
-            except OSError as e:
-                if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
-                    raise
-            with contextlib.suppress(OSError):
-                remove_tree(old)
-        else:
-            os.rename(tmp, dest)  # (livelocked a hundred times: this one's error stands)
-        with contextlib.suppress(OSError):
-            remove_tree(old)
-        fsync_dir(dest.parent)
+        place_dir(tmp, dest)
     except BaseException:
         with contextlib.suppress(OSError):
             remove_tree(tmp)
         raise
+
+
+def place_dir(tmp: Path, dest: Path) -> None:
+    """Rename the complete folder ``tmp`` (on ``dest``'s file system) to ``dest``, in place of any
+    folder there, and make that durable."""
+    # the earlier folder is moved aside to a name of this process's (a killed run's is reclaimed by
+    # its pid), and again when another run's swap put a folder there meanwhile: a fixed '.NAME.old'
+    # shared by runs at once, and a folder arriving between the two renames, were ENOTEMPTY
+    # tracebacks (last one in wins, whole)
+    old = tmp.with_name(f"{tmp.name.removesuffix('.tmp')}-old.tmp")  # (.NAME.<pid>.<rnd>-old.tmp)
+    for _ in range(100):
+        with contextlib.suppress(FileNotFoundError):
+            os.rename(dest, old)
+        try:
+            os.rename(tmp, dest)
+            break
+        except OSError as e:
+            if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+        with contextlib.suppress(OSError):
+            remove_tree(old)
+    else:
+        os.rename(tmp, dest)  # (livelocked a hundred times: this one's error stands)
+    with contextlib.suppress(OSError):
+        remove_tree(old)
+    fsync_dir(dest.parent)
 
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC

@@ -9,20 +9,35 @@ Outputs, for a base name B in the output folder:
 - ``cvmfs``: the image published into a CernVM-FS hub in DUCC's layout (see ``hub.py``)
 
 Intermediate files live in ``.B.work/`` beside the outputs and are removed at the end; an
-interrupted build leaves only that folder, which the next run clears, and finishes the job.
+interrupted build leaves only that folder, which the next run clears, and finishes the job. The
+outputs are written there too and renamed into place together once every format is made
+(``_Staged``): a format that fails (a full disk, a tool's error) is named in the error, and leaves
+the folder's earlier outputs as they were, not some of them replaced by this build's.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
+import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..artifact import Artifact
-from ..errors import BuildError
-from ..fsutil import atomic_dir, atomic_file, held_lock, reclaim_stale_in, remove_tree
+from ..errors import BuildError, CernVMError
+from ..fsutil import (
+    atomic_dir,
+    atomic_file,
+    fsync_dir,
+    held_lock,
+    place_dir,
+    reclaim_stale_in,
+    remove_tree,
+    shown,
+)
 from ..tree import TreeReport
 from .apptainer import add_scaffold
 from .delta import ParentUse, created_by, layer_tars, open_parent, too_big, too_deep, write_delta
@@ -119,6 +134,69 @@ class _Layers:
     report: TreeReport
 
 
+class _Staged:
+    """The build's outputs, each written at ``path(name)`` in the work folder and renamed to its
+    name in ``out`` by ``place``, once all of them are made."""
+
+    def __init__(self, work: Path, out: Path) -> None:
+        self.dir = work / "out"
+        self.dir.mkdir()
+        self.out = out
+        self.names: list[str] = []
+
+    def path(self, name: str) -> Path:
+        self.names.append(name)
+        return self.dir / name
+
+    def place(self, artifacts: list[Artifact]) -> list[Artifact]:
+        """Every output renamed into place (durably); ``artifacts`` with the paths they now have."""
+        for name in self.names:
+            staged, dest = self.dir / name, self.out / name
+            if staged.is_dir():
+                place_dir(staged, dest)
+            else:
+                os.replace(staged, dest)
+        fsync_dir(self.out)
+        return [
+            replace(a, path=self.out / a.path.name) if a.path.parent == self.dir else a for a in artifacts
+        ]
+
+
+#: errors of the output's place, not of the code: named with the format being made (``_making``)
+_PLACE_ERRNOS = {
+    errno.ENOSPC: "free some space in the output folder's file system",
+    errno.EDQUOT: "your disk quota there is used up: free some space",
+    errno.EACCES: "check the permissions of the output folder",
+    errno.EPERM: "check the permissions of the output folder",
+    errno.EROFS: "the output folder's file system is read-only: choose another --out",
+    errno.ENAMETOOLONG: "use a shorter --out or --basename",
+}
+
+
+@contextlib.contextmanager
+def _making(fmt: str, staged: _Staged, output: str) -> Iterator[None]:
+    """The ``fmt`` format's writing (its ``output`` first): its error names the format, and that
+    output where a file in the work folder failed."""
+    try:
+        yield
+    except CernVMError as e:  # its class, hint and exit code kept
+        e.message = f"the {fmt} format: {e.message}"
+        raise
+    except OSError as e:
+        hint = _PLACE_ERRNOS.get(e.errno or 0)
+        if hint is None or not isinstance(e.filename, (str, Path)):
+            raise
+        where = Path(e.filename)
+        if where.is_relative_to(staged.dir):
+            where = staged.out / output
+        raise BuildError(
+            f"the {fmt} format: cannot write it: {e.strerror}",
+            where=shown(str(where)),
+            hint=f"{hint}, then build again: no output in that folder was replaced (the re-run"
+            " finishes the job)",
+        ) from e
+
+
 def _dir_artifact(path: Path, fmt: str, digest: str, **meta: object) -> Artifact:
     size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
     return Artifact(path=path, format=fmt, sha256=hex_of(digest), size=size, meta=dict(meta))
@@ -161,6 +239,7 @@ def _build(req: BuildRequest, formats: list[str], out: Path, progress: Progress 
     # build of 'el9' removed the running 'el9.1' build's)
     reclaim_stale_in(out)
     work.mkdir()
+    staged = _Staged(work, out)
     # mtimes are the tree's own, capped at the image's date unless kept as they are: a fixed value
     # would be the revision's time, different in every snapshot, and no layer could be shared
     tree = req.source if req.keep_mtimes else Clamped(req.source, req.spec.created)
@@ -175,8 +254,8 @@ def _build(req: BuildRequest, formats: list[str], out: Path, progress: Progress 
             count = _Count(progress, weights.content)
         advance = count.advance if count is not None else None
         spec = req.spec
+        layers: _Layers | None = None
         if needs_layer:
-            layers = None
             if req.parent is not None:
                 layers, res.parent = _on_parent(tree, req, work, formats, advance)
             if layers is None:
@@ -204,66 +283,77 @@ def _build(req: BuildRequest, formats: list[str], out: Path, progress: Progress 
             parts = replace(assemble(spec, layers.files), sbom=req.sbom)
             res.parts = parts
             if "oci" in formats:
-                oci_dir = out / f"{req.basename}.oci"
-                write_oci_dir(oci_dir, parts)
-                res.artifacts.append(
-                    _dir_artifact(oci_dir, "oci", parts.manifest_digest, reference=spec.reference)
-                )
-                oci_tar = out / f"{req.basename}.oci.tar"
-                write_oci_tar(oci_tar, oci_dir, parts, mtime=spec.created)
-                res.artifacts.append(Artifact.of(oci_tar, "oci-archive", reference=spec.reference))
+                with _making("oci", staged, f"{req.basename}.oci"):
+                    oci_dir = staged.path(f"{req.basename}.oci")
+                    write_oci_dir(oci_dir, parts)
+                    res.artifacts.append(
+                        _dir_artifact(oci_dir, "oci", parts.manifest_digest, reference=spec.reference)
+                    )
+                    oci_tar = staged.path(f"{req.basename}.oci.tar")
+                    write_oci_tar(oci_tar, oci_dir, parts, mtime=spec.created)
+                    res.artifacts.append(Artifact.of(oci_tar, "oci-archive", reference=spec.reference))
             if "docker-archive" in formats:
-                dtar = out / f"{req.basename}.docker.tar"
-                write_docker_archive(dtar, parts, mtime=spec.created)
-                res.artifacts.append(Artifact.of(dtar, "docker-archive", reference=spec.reference))
+                with _making("docker-archive", staged, f"{req.basename}.docker.tar"):
+                    dtar = staged.path(f"{req.basename}.docker.tar")
+                    write_docker_archive(dtar, parts, mtime=spec.created)
+                    res.artifacts.append(Artifact.of(dtar, "docker-archive", reference=spec.reference))
             if "thin" in formats:
-                tdir = out / f"{req.basename}.thin.oci"
-                thin = write_thin(tdir, parts, hub_fqrn=req.hub_fqrn, work=work)
-                res.artifacts.append(
-                    _dir_artifact(tdir, "thin", thin.manifest_digest, reference=thin.spec.reference)
-                )
-            if "cvmfs" in formats:
-                assert req.publish is not None
-                trees = ImageTrees(tree, layers.trees)
-                res.artifacts.append(req.publish(parts, trees))
+                with _making("thin", staged, f"{req.basename}.thin.oci"):
+                    tdir = staged.path(f"{req.basename}.thin.oci")
+                    thin = write_thin(tdir, parts, hub_fqrn=req.hub_fqrn, work=work)
+                    res.artifacts.append(
+                        _dir_artifact(tdir, "thin", thin.manifest_digest, reference=thin.spec.reference)
+                    )
         if "apptainer" in formats:
-            sandbox = out / f"{req.basename}.sandbox"
-            with atomic_dir(sandbox) as tmp:
-                m = materialize(
-                    tree,
-                    tmp,
-                    mtime=None,
-                    devices=req.devices,
-                    progress=None if needs_layer else advance,
-                )
-                if not needs_layer:
-                    res.skipped, res.report = list(m.skipped), m.report
-                    spec = _with_build_labels(spec, req.keep_mtimes, len(m.skipped))
-                else:  # the layer's report, plus what only the sandbox skipped (device nodes)
-                    layer_skips = set(res.skipped)
-                    extra = [s for s in m.skipped if s not in layer_skips]
-                    res.skipped += extra
-                    for p, why in extra:
-                        res.report.skip(p, why)
-                add_scaffold(tmp, spec, mtime=spec.created)
-                tmp.chmod(0o755)
-            res.artifacts.append(
-                Artifact(
-                    path=sandbox,
-                    format="apptainer",
-                    sha256=m.tree_sha256,
-                    size=m.bytes,
-                    meta={"files": m.files, "sha256_of": "canonical listing of the tree"},
-                )
-            )
+            with _making("apptainer", staged, f"{req.basename}.sandbox"):
+                res.artifacts.append(_sandbox(req, tree, staged, res, spec, needs_layer, advance))
+        if "cvmfs" in formats:
+            # last: a hub's new revision is not undone, so it is made once every other format is
+            assert req.publish is not None and res.parts is not None and layers is not None
+            with _making("cvmfs", staged, req.hub_fqrn):
+                res.artifacts.append(req.publish(res.parts, ImageTrees(tree, layers.trees)))
         if req.sbom is not None:
-            spdx = out / f"{req.basename}.spdx.json"
+            spdx = staged.path(f"{req.basename}.spdx.json")
             with atomic_file(spdx) as f:
                 f.write(req.sbom)
             res.artifacts.append(Artifact.of(spdx, "spdx", media_type=SBOM_MEDIA_TYPE))
+        res.artifacts = staged.place(res.artifacts)
     finally:
         remove_tree(work)
     return res
+
+
+def _sandbox(
+    req: BuildRequest,
+    tree: TreeSource,
+    staged: _Staged,
+    res: BuildResult,
+    spec: ImageSpec,
+    needs_layer: bool,
+    advance: Callable[[int], None] | None,
+) -> Artifact:
+    """The apptainer sandbox, with the build report's part only it has (into ``res``)."""
+    sandbox = staged.path(f"{req.basename}.sandbox")
+    with atomic_dir(sandbox) as tmp:
+        m = materialize(tree, tmp, mtime=None, devices=req.devices, progress=None if needs_layer else advance)
+        if not needs_layer:
+            res.skipped, res.report = list(m.skipped), m.report
+            spec = _with_build_labels(spec, req.keep_mtimes, len(m.skipped))
+        else:  # the layer's report, plus what only the sandbox skipped (device nodes)
+            layer_skips = set(res.skipped)
+            extra = [s for s in m.skipped if s not in layer_skips]
+            res.skipped += extra
+            for p, why in extra:
+                res.report.skip(p, why)
+        add_scaffold(tmp, spec, mtime=spec.created)
+        tmp.chmod(0o755)
+    return Artifact(
+        path=sandbox,
+        format="apptainer",
+        sha256=m.tree_sha256,
+        size=m.bytes,
+        meta={"files": m.files, "sha256_of": "canonical listing of the tree"},
+    )
 
 
 def _on_parent(

@@ -31,6 +31,7 @@ from ..errors import CvmfsError, IntegrityError
 from ..fsutil import remove_own_tree, reraise_naming, write_all
 from . import inflate
 from .cache import ObjectCache
+from .diskfull import FullDisk
 from .fetch import Fetcher
 from .inflate import WHOLE_MAX
 from .limits import human, zlib_bound
@@ -229,12 +230,29 @@ class ObjectStore:
         #: a full cache disk was said (once: a read of a whole tree would say it for every object)
         self._said_full = False
         #: the plain cache's disk was found full: the prefetcher makes nothing ahead (each object
-        #: would be made in memory and dropped at once, then fetched again by its reader)
-        self.plain_full = False
+        #: would be made in memory and dropped at once, then fetched again by its reader) until it
+        #: has room again (``diskfull.py``)
+        self.disk = FullDisk()
         #: the memory budget of objects served without the cache was said spent (once)
         self._said_budget = False
         #: the time each phase of making objects took, when asked for (``mount --stats``)
         self.phases: Phases | None = None
+
+    @property
+    def plain_full(self) -> bool:
+        return self.disk.full
+
+    def _found_full(self, e: OSError) -> None:
+        self.disk.found(self.quota.evicted.files if self.quota is not None else 0)
+        self._full(e)
+
+    def _ahead_skipped(self, count: int, need: int) -> bool:
+        """Whether the prefetcher skips ``count`` objects (the smallest ``need`` bytes), the plain
+        cache's disk known full: while it still has no room for them (``FullDisk.skip``)."""
+        plain = self.plain_cache
+        assert plain is not None
+        evicted = self.quota.evicted.files if self.quota is not None else 0
+        return self.disk.skip(str(plain.dir), count, need + TRAILER, evicted)
 
     # -- scratch -----------------------------------------------------------------------------------
     def scratch(self) -> Path:
@@ -742,8 +760,7 @@ class ObjectStore:
         """The checked stored ``blocks`` inflated into a memfd, as the plain cache's disk (error
         ``e``) holds no copy: at most ``PASS_THROUGH_MAX`` bytes, and at most
         ``PASS_THROUGH_BUDGET`` of them alive at once (else ``_NotInMemory``, ENOSPC)."""
-        self.plain_full = True
-        self._full(e)
+        self._found_full(e)
         if keep is not None:
             keep.clear()
         fd = self._memfd(name, suffix, size, e)
@@ -857,6 +874,7 @@ class ObjectStore:
                 fd = plain.put(name, suffix, inflated, size, adler32=adler)
             except SizeMismatch as e:
                 raise self._size_error(h, suffix, e.got, size, what) from None
+            self.disk.wrote()  # (a reader's object kept: the prefetcher may make objects again)
             laps.lap("write" if keep is not None else "big-write")  # a failed put is no write
             return fd
 
@@ -867,7 +885,8 @@ class ObjectStore:
         plain = self.plain_cache
         assert plain is not None
         key = name + suffix
-        if self.plain_full or plain.has(name, suffix):  # (made in memory, it would be dropped at once)
+        # (on a full disk it would be made in memory and dropped at once)
+        if (self.disk.full and self._ahead_skipped(1, size)) or plain.has(name, suffix):
             return
         if size > AHEAD_ITEM:
             os.close(self.inflated_fd(name, suffix, size=size, compressed=compressed, what=what))
@@ -912,8 +931,8 @@ class ObjectStore:
         many were made (or found made) and how many failed."""
         plain = self.plain_cache
         assert plain is not None
-        if self.plain_full:  # nothing is made ahead on a full cache disk (see ``plain_full``)
-            return 0, len(items)
+        if items and self.disk.full and self._ahead_skipped(len(items), min(item[2] for item in items)):
+            return 0, len(items)  # nothing is made ahead on a full cache disk (``diskfull.py``)
         cache = self.cache
         made = failed = 0
         alone: list[tuple[str, str, int, bool, str]] = []
@@ -971,13 +990,12 @@ class ObjectStore:
                     # traceback of the prefetcher's thread in the daemon's log
                     if e.errno not in _FULL:
                         raise
-                    self.plain_full = True
-                    self._full(e)
+                    self._found_full(e)
                     failed += 1
                 finally:
                     laps.restart()  # the next item's wait starts here, whatever this one did
         for name, suffix, size, compressed, what in alone:
-            if self.plain_full:  # found full meanwhile: the rest are not made either
+            if self.disk.full:  # found full meanwhile: the rest are not made either
                 failed += 1
                 continue
             try:

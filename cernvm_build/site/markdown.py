@@ -319,9 +319,12 @@ def _parser() -> MarkdownIt:
     from markdown_it import MarkdownIt
     from mdit_py_plugins.admon import admon_plugin  # only pages the Rust parser cannot take need it
 
+    from . import mdbudget
+
     md = MarkdownIt("commonmark")
     md.enable(["table", "strikethrough"])
     md.use(admon_plugin)
+    mdbudget.hold_to_budget(md)  # a page that would cost it too much: one line, early
     # ``_heading_ids`` makes the ids; ``render`` adds the permalinks (``model.permalink``, as the Rust paths)
     md.core.ruler.push("anchor", _heading_ids)
     # this parser's own copy of the helpers (the rules call ``state.md.helpers.parseLinkLabel``): the

@@ -333,7 +333,7 @@ _VERSION: list[str] = []
 #: renderers and their tree walker, and ``model`` (the permalink anchor, ``HEADING_ROLES``); the
 #: highlighter's code comes with ``markdown.code_salt`` (the rendered HTML holds the blocks); the front
 #: matter's rules come with ``frontmatter.LOADER_VERSION`` (an unchanged page is checked again)
-RENDERER = ("markdown.py", "mdfast.py", "mdhtml.py", "mdtree.py", "model.py")
+RENDERER = ("markdown.py", "mdbudget.py", "mdfast.py", "mdhtml.py", "mdtree.py", "model.py")
 
 
 def render_version() -> str:
@@ -381,7 +381,7 @@ def _render_source(
     known_code, known_fm = known
     # here, not at the top: a build that renders nothing (a no-change rebuild) does not load the
     # Rust parser's extension (~10 ms of its start-up); ``md_mod.render`` imports it anyway
-    from . import mdtree
+    from . import mdbudget, mdtree
 
     try:
         data = _read_source(src.file, MAX_PAGE_BYTES, MAX_PAGE_BYTES)  # (a FIFO since the scan?)
@@ -406,6 +406,8 @@ def _render_source(
     except mdtree.TooDeep as e:
         hint = "nest lists and quotes fewer levels deep (each list is two levels: list and item)"
         return src.key, (str(e), f"{src.file}:{first_line + e.line}", hint)
+    except mdbudget.TooCostly as e:
+        return src.key, (str(e), f"{src.file}:{first_line + e.line}", e.hint)
     except UnicodeDecodeError as e:
         line = data.count(b"\n", 0, e.start) + 1
         where = f"{src.file}:{line}"

@@ -144,8 +144,9 @@ sys.stdout.write(f"{store.stats['fetched'] - fetched} {ahead}")
 """
 
 
-def _object(tmp_path: Path, first: int = 0) -> tuple[str, int]:
-    data = bytes((first + i) % 256 for i in range(256)) * 2048  # 512 kB inflated: more than the disk holds
+def _object(tmp_path: Path, first: int = 0, times: int = 2048) -> tuple[str, int]:
+    # 512 kB inflated by default: more than the disk holds
+    data = bytes((first + i) % 256 for i in range(256)) * times
     stored = zlib.compress(data)
     obj = tmp_path / "srv" / hash_bytes(stored).path()
     obj.parent.mkdir(parents=True, exist_ok=True)
@@ -196,3 +197,81 @@ def test_the_prefetcher_makes_nothing_ahead_once_the_cache_disk_is_known_full(tm
     name, size = _object(tmp_path)
     other, _ = _object(tmp_path, 1)
     assert _on_full_disk(tmp_path, AHEAD, name, size, other) == "0 [(0, 1), (0, 1)]"
+
+
+AGAIN = """
+import os, sys
+from pathlib import Path
+from cernvm_build.cvmfs import diskfull
+from cernvm_build.cvmfs.fetch import LocalFetcher
+from cernvm_build.cvmfs.plaincache import PlainCache
+from cernvm_build.cvmfs.quota import Quota
+from cernvm_build.cvmfs.store import ObjectStore
+
+srv, cache, size, names = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[4]), sys.argv[5:]
+fill = cache.parent / "fill"
+store = ObjectStore(LocalFetcher(srv, repo="x.test"), None, repo="x.test")
+store.plain_cache = PlainCache(cache)
+
+
+def full() -> None:
+    fd = os.open(fill, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    try:
+        while True:
+            os.write(fd, bytes(4096))
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def ahead(name):
+    return store.fetch_ahead_many([(name, "", size, True, "file")], whole=1 << 30)
+
+
+def until_made(name):
+    # the prefetcher's calls until it makes the object again (bounded: it never might)
+    for calls in range(1, 4 * diskfull.RECHECK_EVERY):
+        if ahead(name) == (1, 0):
+            return calls
+    return None
+
+
+said = []
+full()
+said.append(ahead(names[0]))  # found full
+fetched = store.stats["fetched"]
+said.append([ahead(names[1]) for _ in range(diskfull.RECHECK_EVERY)].count((0, 1)))  # still full
+said.append((store.disk.checks, store.stats["fetched"] - fetched))  # one look at its room, no fetch
+fill.unlink()  # the user frees space
+said.append((until_made(names[1]), store.plain_full))
+# a reader's object kept on the disk again clears it at once
+full()
+os.close(store.inflated_fd(names[2], "", size=size, compressed=True, what="file"))  # from memory
+said.append(store.plain_full)
+fill.unlink()
+os.close(store.inflated_fd(names[3], "", size=size, compressed=True, what="file"))
+said.append(store.plain_full)
+# the size limit's eviction: the next prefetch looks at once
+store.quota = quota = Quota(cache, 1 << 30)
+quota.scan()
+full()
+said.append(ahead(names[4]))
+quota.limit = 1
+quota.scan()  # evicts the plain copies made above: room for one more
+said.append((quota.evicted.files > 0, until_made(names[4])))
+sys.stdout.write(repr(said))
+"""
+
+
+def test_the_prefetcher_makes_objects_again_once_the_full_disk_has_room(tmp_path: Path) -> None:
+    """A full disk's mark cleared (it was kept for good): by a look at the disk's room after
+    RECHECK_EVERY skipped objects, at once after an eviction, or by a reader's write that succeeds."""
+    from cernvm_build.cvmfs.diskfull import RECHECK_EVERY
+
+    small = [_object(tmp_path, i, 64) for i in range(5)]  # 16 KiB each: one fits the freed disk
+    names = [n for n, _ in small]
+    got = _on_full_disk(tmp_path, AGAIN, names[0], small[0][1], *names)
+    assert got == repr(
+        [(0, 1), RECHECK_EVERY, (1, 0), (RECHECK_EVERY, False), True, False, (0, 1), (True, 1)]
+    ), got

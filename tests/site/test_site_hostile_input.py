@@ -318,3 +318,77 @@ def test_a_paragraph_of_unclosed_brackets_is_parsed_without_a_label_walk_each(
     finally:
         md.helpers = fixed
     assert [md.parse(p.read_text(), {}) for p in pages] == own
+
+
+MIB = 1 << 20
+#: pages of 1 MiB (the size limit) markdown-it-py took seconds on (mdbudget.py: 22 CPU-s for the
+#: first), each with the line its refusal names (0-based; the flood's paragraph, or where it stops)
+FLOODS = [
+    ("[" * (MIB - 1) + "]", 0),  # note lf32b: every `[`'s label walk to the nesting limit
+    ("intro\n\n" + "[x " * (MIB // 3 - 3) + "]", 2),
+    ("*a" * (MIB // 2), 0),  # emphasis
+    ("_a" * (MIB // 2), 0),
+    ("~~a " * (MIB // 4), 0),
+    ("<" * MIB, 0),
+    ("` a" * (MIB // 3), 0),
+    ("&" * MIB, 0),
+    ("> a\n" * (MIB // 4), 100_000),  # a quote of one-word lines: the block parse's
+    ("| a | b | c | d |\n|---|---|---|---|\n" + "| x | y | z | w |\n" * (MIB // 18 - 3), 0),  # a long table
+    ("".join("  " * i + "- x\n" for i in range(9)) * (MIB // 200), 14_755),  # nested lists
+]
+
+
+@pytest.mark.parametrize(("text", "line"), FLOODS, ids=range(len(FLOODS)))
+def test_a_page_markdown_it_py_would_take_seconds_on_is_refused_early(
+    text: str, line: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Refused before the costly part of its parse, in one line: the work is counted (the inline
+    parser's rule passes; the block tokens made), not timed."""
+    from markdown_it.parser_inline import ParserInline
+    from markdown_it.rules_block import StateBlock
+
+    from cernvm_build.site import mdbudget
+
+    assert len(text) <= MIB and mdtree.too_long_for_rust(text)  # (markdown-it-py's to parse)
+    counts = {"inline": 0, "blocks": 0}
+    tokenize, push = ParserInline.tokenize, StateBlock.push
+
+    def inline(self: ParserInline, state: Any) -> None:
+        counts["inline"] += 1
+        tokenize(self, state)
+
+    def block(self: StateBlock, *args: Any) -> Any:
+        counts["blocks"] += 1
+        return push(self, *args)
+
+    monkeypatch.setattr(ParserInline, "tokenize", inline)
+    monkeypatch.setattr(StateBlock, "push", block)
+    with pytest.raises(mdbudget.TooCostly) as e:
+        markdown.render(text, src_path="docs/p.md", first_line=1, base_path="/")
+    assert e.value.line == line and "too costly to render: more than" in str(e.value)
+    assert counts["inline"] == 0  # no paragraph's inline parse began
+    assert counts["blocks"] <= mdbudget.MAX_BLOCKS
+
+
+def test_the_budget_leaves_the_shipped_pages_as_markdown_it_py_parses_them(site: Path) -> None:
+    """The budget's checks change no token of a page within it."""
+    from markdown_it import MarkdownIt
+    from mdit_py_plugins.admon import admon_plugin
+
+    plain = MarkdownIt("commonmark").enable(["table", "strikethrough"]).use(admon_plugin)
+    plain.core.ruler.push("anchor", markdown._heading_ids)
+    md = markdown._parser()
+    pages = sorted((site / "content").rglob("*.md"))
+    assert len(pages) > 30
+    texts = [p.read_text() for p in pages] + ["[a [nested] label](b.md)\n\n" + "- x *em* [l](u)\n" * 5000]
+    for text in texts:
+        assert md.parse(text, {}) == plain.parse(text, {})
+
+
+def test_a_page_over_the_budget_names_its_file_and_line(site: Path, tmp_path: Path) -> None:
+    page = site / "content" / "docs" / "flood.md"
+    page.write_text("---\ntitle: flood\n---\nintro\n\n" + "[" * 60_000 + "]\n")
+    with pytest.raises(BuildError, match=r"too costly to render: more than 50,000 link brackets") as e:
+        build_site(site, tmp_path / "out", jobs=1)
+    assert str(e.value.where) == f"{page}:6"
+    assert e.value.hint and "code block" in e.value.hint

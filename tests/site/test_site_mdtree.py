@@ -5,6 +5,8 @@ leaves to markdown-it-py."""
 from __future__ import annotations
 
 import os
+import random
+import re
 import subprocess
 import sys
 
@@ -244,3 +246,40 @@ def test_escape_writes_what_markdown_it_py_writes(text: str) -> None:
     from markdown_it.common.utils import escapeHtml
 
     assert mdtree.escape(text) == escapeHtml(text)
+
+
+#: the one regex ``mdtree._quotes_then_lazy`` replaces (quadratic: it tried every quote line again over
+#: the same lines), the reference its groups are compared with
+_QUOTE_THEN_LAZY = re.compile(
+    r"^([ \t>]*(?:(?:[-+*]|\d{1,9}[.)])[ \t][ \t>]*)*)>[ \t]*[^ \t\n].*\n(?:[ \t>]*[^ \t>\n].*\n)*?"
+    rf"(?=([ \t>]*)(?:.*\||{mdtree._ITEM_THERE}))",
+    re.M,
+)
+
+
+def test_the_lazy_line_search_finds_what_the_regex_found() -> None:
+    rnd = random.Random(17)
+    pieces = [">", "> ", ">>", " ", "a", "|", "-", "- ", "1.", "2. ", "1) ", "\t", "* ", "x", "3)", "+ "]
+    pieces += ["\n"] * 3
+    for _ in range(20_000):
+        text = "".join(rnd.choice(pieces) for _ in range(rnd.randint(1, 40)))
+        want = [(m.group(1), m.group(2)) for m in _QUOTE_THEN_LAZY.finditer(text)]
+        assert list(mdtree._quotes_then_lazy(text)) == want, text
+
+
+def test_the_lazy_line_search_looks_at_each_line_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A quote of 100,000 one-word lines (400 KB: a page the Rust path takes) took the regex hours
+    (8,000 lines: 18 CPU-s); counted here: each line is tried once as the line that ends a quote."""
+    tried = [0]
+    there = mdtree._LAZY_THERE
+
+    class Counted:
+        def match(self, text: str, pos: int) -> re.Match[str] | None:
+            tried[0] += 1
+            return there.match(text, pos)
+
+    monkeypatch.setattr(mdtree, "_LAZY_THERE", Counted())
+    text = "> a\n" * 100_000
+    assert not mdtree.lazy_line(text)
+    assert tried[0] == 100_000 - 1
+    assert mdtree.lazy_line(text + "x | y\n")
