@@ -79,9 +79,12 @@ for n in names:
             pass
         if n in sys.argv[2].split(","):
             sys.stdout.write("!" + n + ": " + type(e).__name__ + ": " + str(e) + "\n")
+# A module the interpreter has frozen in its binary (os, codecs, importlib's bootstrap... in 3.11) is
+# loaded from there before any file: its pyc would be initrd bytes the kernel unpacks on every boot
+# and no start reads.
 for n, m in sorted(sys.modules.items()):
     f = getattr(m, "__file__", None)
-    if f:
+    if f and getattr(getattr(m, "__spec__", None), "origin", None) != "frozen":
         sys.stdout.write(n + "\t" + ("P" if hasattr(m, "__path__") else "M") + "\t" + f + "\n")
 """
 
