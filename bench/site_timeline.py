@@ -2,6 +2,12 @@
 
     python bench/site_timeline.py --pages 1000 --kind prose --work /dev/shm/tl
     python bench/site_timeline.py --tree /tmp/old --rounds 5          # another code tree, best of 5
+    python bench/site_timeline.py --rebuild --idle --rounds 5         # one-page rebuilds, render child
+
+With ``--rebuild`` the builds traced are one-page rebuilds after a full build (each round edits the
+same page's body); their render child's steps (``renderchild``: its jinja2 import, ``warm``, and the
+search shard it makes) are printed per process, with the parent's waits for it. ``--idle`` forks that
+child as on an idle host (``renderchild.idle_core`` taken as true), whatever the load.
 
 One ``cernvm-build site build --jobs J`` (cold: output and cache removed first) runs in a process
 whose build steps are wrapped to log, per process, the wall time at their start and end and the
@@ -79,8 +85,14 @@ class Hook:
                 for part in classes:
                     where = getattr(where, part)
                 wrap(where, attr, attr)
+            if IDLE and name == "cernvm_build.site.renderchild":
+                module.idle_core = lambda: True
         spec.loader.exec_module = exec_module
         return spec
+#: as on an idle host (--idle): the one-page rebuild's render child forks whatever the load
+IDLE = os.environ.get("SITE_TIMELINE_IDLE")
+if IDLE:
+    PENDING.setdefault("cernvm_build.site.renderchild", [])
 sys.meta_path.insert(0, Hook)
 from cernvm_build.cli import main as cli_main
 ev("imports", T0, 0.0)
@@ -115,6 +127,15 @@ STEPS = [
     ("parallel", "_work"),
     ("parallel._Inbox", "finish"),
     ("build.Builder", "_build"),
+    # a one-page rebuild's (``--rebuild``): the plan from the state, the render child's life
+    ("replan", "recorded"),
+    ("build.Builder", "_tail"),
+    ("renderchild.RenderChild", "start"),
+    ("renderchild.RenderChild", "render"),
+    ("renderchild.RenderChild", "end_call"),
+    ("renderchild", "_serve"),
+    ("templates.Environment", "warm"),
+    ("search", "_write_shards"),
 ]
 
 Event = tuple[int, str, float, float, float, float]
@@ -124,13 +145,19 @@ def _load() -> str:
     return Path("/proc/loadavg").read_text().split()[0]
 
 
-def _trace(tree: Path, site: Path, work: Path, jobs: int) -> list[Event]:
+def _trace(
+    tree: Path, site: Path, work: Path, jobs: int, *, clean: bool = True, idle: bool = False
+) -> list[Event]:
+    """One traced build; ``clean``: output and cache removed first (else a rebuild); ``idle``: the
+    render child forked as on an idle host (``renderchild.idle_core`` taken as true)."""
     out, cache, log = work / "out", work / "cache", work / "timeline.log"
-    for d in (out, cache):
+    for d in (out, cache) if clean else ():
         shutil.rmtree(d, ignore_errors=True)
     cmd = [sys.executable, "-P", "-c", _TRACER, str(log), " ".join(f"{o}:{a}" for o, a in STEPS)]
     cmd += ["site", "build", "--site", str(site), "--out", str(out), "--json", "--jobs", str(jobs)]
     env = {**os.environ, "PYTHONPATH": str(tree), "CERNVM_CACHE_DIR": str(cache)}
+    if idle:
+        env["SITE_TIMELINE_IDLE"] = "1"
     done = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     if done.returncode != 0:
         raise SystemExit(f"build failed: {done.stderr.strip()[-1000:]}")
@@ -191,6 +218,41 @@ def _report(events: list[Event]) -> None:
     # what the wall would be on idle cores (start-up aside): CPU times stretch with load far less
     # than wall times, so this compares trees on a busy machine where the wall cannot
     print(f"critical path {serial + busiest:.0f} ms (the serial CPU + each forked step's busiest process)")
+    _others(events, parent)
+
+
+def _others(events: list[Event], parent: int) -> None:
+    """The steps of processes the parent forked outside the forked steps (a rebuild's render child),
+    and the parent's waits for them: wall in a call to the child beyond its own CPU there."""
+    workers = {e[0] for e in events if e[1] == "_work"}
+    others = [e for e in events if e[0] not in workers and e[0] != parent]
+    if not others:
+        return
+    print("\nother processes (step: wall ms from start, CPU ms):")
+    for pid, name, w0, w1, c0, c1 in sorted(others, key=lambda e: (e[0], e[2])):
+        print(f"  {pid} {name:22} {w0:9.1f} {w1:9.1f} {c1 - c0:9.1f}")
+    waits = [(n, w1 - w0 - (c1 - c0)) for p, n, w0, w1, c0, c1 in events if p == parent and n in _CALLS]
+    print("the parent's waits for them (ms):", ", ".join(f"{n} {w:.1f}" for n, w in waits) or "none")
+
+
+#: the parent's calls of the render child: their wall beyond their CPU is waiting for it
+_CALLS = ("render", "end_call")
+
+
+def _rebuilds(
+    tree: Path, site: Path, work: Path, jobs: int, rounds: int, idle: bool = False
+) -> list[list[Event]]:
+    """One-page rebuilds traced (``--rebuild``): a full build and a no-change rebuild first, then each
+    round edits the body of the same page (no other page shows it) and rebuilds."""
+    _trace(tree, site, work, jobs)
+    _trace(tree, site, work, jobs, clean=False)
+    files = sorted((site / "content").rglob("*.md"))
+    page = files[len(files) // 2]
+    runs = []
+    for r in range(rounds):
+        page.write_text(page.read_text().replace("\n\n", f"\n\nEdited {r}. ", 1))
+        runs.append(_trace(tree, site, work, jobs, clean=False, idle=idle))
+    return runs
 
 
 def main() -> None:
@@ -206,13 +268,26 @@ def main() -> None:
         help="folder holding the cernvm_build package measured (default: this checkout)",
     )
     ap.add_argument("--work", type=Path, default=None, help="corpus, output and cache (default: a temp dir)")
+    ap.add_argument(
+        "--rebuild", action="store_true", help="one-page rebuilds after a full build, not cold ones"
+    )
+    ap.add_argument(
+        "--idle", action="store_true", help="fork the render child as on an idle host, whatever the load"
+    )
     args = ap.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="site-timeline-"))
     work.mkdir(parents=True, exist_ok=True)
     site = generate(work / "corpus", args.pages, kind=args.kind)["ours"]
     load = _load()
-    runs = [_trace(args.tree.resolve(), site, work, args.jobs) for _ in range(args.rounds)]
-    print(f"{args.pages} {args.kind} pages, --jobs {args.jobs}, load {load} before, {_load()} after\n")
+    tree = args.tree.resolve()
+    if args.rebuild:
+        runs = _rebuilds(tree, site, work, args.jobs, args.rounds, args.idle)
+    else:
+        runs = [_trace(tree, site, work, args.jobs) for _ in range(args.rounds)]
+    what = "one-page rebuild" if args.rebuild else "cold build"
+    print(
+        f"{args.pages} {args.kind} pages, {what}, --jobs {args.jobs}, load {load} before, {_load()} after\n"
+    )
     _report(min(runs, key=_total_cpu))
     if args.work is None:
         shutil.rmtree(work)

@@ -240,12 +240,18 @@ class Builder:
             # its keys): what can be stale is their former versions' rows (``State._prune``)
             former = old_keys if edited else None
             state.prune_md(current, former)
-            state.prune_code(
-                {k for key in current for k in metas[key].get("code", ())} | {css_key},
-                None
-                if former is None
-                else {k for key in former if key in metas for k in metas[key].get("code", ())},
-            )
+            suspects = None
+            if former is not None:
+                suspects = {k for key in former if key in metas for k in metas[key].get("code", ())}
+                if recorded is not None and edited:
+                    # planned from the state (``replan``: the stylesheet's key the last build's): only
+                    # a block the edited pages no longer hold can be stale; none, and the rows are the
+                    # last build's and the edited pages' new ones, as after a build with no edit (no
+                    # page's head unpickled for the whole set: ~1,000 at 1,000 pages)
+                    suspects -= {k for rel in edited for k in metas[keys[rel]].get("code", ())}
+                    if not suspects:
+                        return by_output, fp
+            state.prune_code({k for key in current for k in metas[key].get("code", ())} | {css_key}, suspects)
         return by_output, fp
 
     def _aside(
@@ -327,14 +333,9 @@ class Builder:
         store_md: Callable[[], None] = nothing
         closing: tpl_mod.Environment | None = None  # its render child (if any) ended at the end
         try:
-            # the pages' dates from git: its log runs in a process of its own while this one scans and
-            # renders the sources (read after that)
-            dates = functools.cache(gitdates.start(self.site_dir / "content", self.cache_dir))
             yaml_memo = Memo(state.memo("yaml"))  # config.yaml and data files parsed before
             cfg = config_mod.load(self.site_dir, base_url=self.base_url, memo=yaml_memo)
             self.cfg: SiteConfig = cfg
-            old_outputs = state.outputs()
-            self._guard_out_dir(old_outputs or state.claimed(str(self.out_dir)))
             snap = state.snapshot()
             sources = scan(self.site_dir, state.sources())
             # the builder's own code, which every source key and fingerprint names (``model.code_sha``):
@@ -348,7 +349,6 @@ class Builder:
             keys = {rel: s.key for rel, s in planned.items()}
             edited = _edited(snap, keys)
             jinja_cache = self.cache_dir / "jinja"
-            jinja_cache.mkdir(parents=True, exist_ok=True)
             env = closing = tpl_mod.environment(self.site_dir / "templates", jinja_cache)
             if (
                 edited
@@ -359,8 +359,16 @@ class Builder:
                 and renderchild.idle_core()
             ):
                 # a one-shot build of a few edited pages, a core idle: a child forked now imports
-                # jinja2 and renders the pages on it while this process plans (``renderchild``)
+                # jinja2 and renders the pages on it while this process plans (``renderchild``). As
+                # soon as the edits are known: its import (~100M instructions) is what this process
+                # waits for at its first page; the steps that need not come first come after it
                 env.use(renderchild.RenderChild.start(env.folder, env.bytecode_cache))
+            jinja_cache.mkdir(parents=True, exist_ok=True)
+            old_outputs = state.outputs()
+            self._guard_out_dir(old_outputs or state.claimed(str(self.out_dir)))
+            # the pages' dates from git: its log runs in a process of its own while this one renders
+            # the sources (read after that)
+            dates = functools.cache(gitdates.start(self.site_dir / "content", self.cache_dir))
             if edited == set() and snap is not None:  # no source changed: maybe nothing did
                 quick = self._as_recorded(snap, state, cfg, sources, aside, dates, old_outputs, yaml_memo)
                 if quick is not None:

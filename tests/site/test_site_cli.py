@@ -619,3 +619,55 @@ def test_a_folder_whose_path_is_not_utf8_is_one_usage_line(
     err = capsys.readouterr().err
     assert f"error: {flag} " in err and "the path is not UTF-8 text" in err
     assert not odd.exists() if flag == "--out" else not any(odd.iterdir())
+
+
+#: the CLI's entry with a core idle, which says when the render child is forked and when the build
+#: reads its outputs table and starts git's log (the steps that need not come before the fork)
+ORDER_ENTRY = """
+import os, sys
+from cernvm_build.site import renderchild
+renderchild.idle_core = lambda: True
+from cernvm_build.site import build, gitdates
+def said(owner, name, words):
+    real = getattr(owner, name)
+    def spoke(*args, **kw):
+        os.write(2, f"{words}\\n".encode())
+        return real(*args, **kw)
+    setattr(owner, name, spoke)
+said(renderchild.RenderChild, "start", "child forked")
+said(build.State, "outputs", "outputs read")
+said(gitdates, "start", "git started")
+from cernvm_build.cli.main import main
+sys.argv = ["cernvm-build", *sys.argv[1:]]
+sys.exit(main())
+"""
+
+
+def test_a_one_page_rebuild_forks_its_render_child_before_the_steps_that_need_not_come_first(
+    tmp_path: Path,
+) -> None:
+    """The render child's jinja2 import is what the parent waits for at its first page: it is forked as
+    soon as the edited sources are known, before the outputs table is read, the output folder guarded
+    and git's log started (sp31b). A no-change rebuild forks none."""
+    from bench.site_corpus import generate
+
+    corpus = generate(tmp_path / "corpus", 3)["ours"]
+    env = {**os.environ, "CERNVM_CACHE_DIR": str(tmp_path / "cache")}
+
+    def build() -> list[str]:
+        argv = ["site", "build", "--site", str(corpus), "--out", str(tmp_path / "out"), "--json", "-j", "2"]
+        done = subprocess.run(
+            [sys.executable, "-c", ORDER_ENTRY, *argv], capture_output=True, text=True, env=env
+        )
+        assert done.returncode == 0, done.stderr
+        return [
+            line
+            for line in done.stderr.splitlines()
+            if line in ("child forked", "outputs read", "git started")
+        ]
+
+    assert "child forked" not in build()  # a cold build
+    page = next(corpus.glob("content/**/p*.md"))
+    page.write_text(page.read_text().replace("\n\n", "\n\nEdited. ", 1))
+    assert build() == ["child forked", "outputs read", "git started"]
+    assert "child forked" not in build()  # nothing changed

@@ -35,3 +35,17 @@ def test_a_forked_builds_timeline_has_both_processes_in_both_forked_steps(
     site_timeline._report(events)
     out = capsys.readouterr().out
     assert out.count("parent ") == 3 and "serial CPU" in out and "critical path" in out
+
+
+def test_a_one_page_rebuilds_timeline_shows_the_render_childs_steps(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    site = generate(tmp_path / "corpus", 30)["ours"]
+    [events] = site_timeline._rebuilds(Path(__file__).resolve().parents[2], site, tmp_path, 2, 1, idle=True)
+    parent = events[0][0]
+    child = {e[1] for e in events if e[0] != parent}
+    assert {"warm", "_write_shards"} <= child  # the child's jinja2 import and the search shard
+    assert {"recorded", "render", "end_call"} <= {e[1] for e in events if e[0] == parent}
+    site_timeline._report(events)
+    out = capsys.readouterr().out
+    assert "other processes" in out and "the parent's waits for them" in out
