@@ -62,8 +62,10 @@ def name_or_path(suffixes: tuple[str, ...]) -> Callable[[str], str]:
     ending in one of ``suffixes``. A name not known stays its area's error (it lists the known ones)."""
 
     def parse(text: str) -> str:
-        if "/" in text or text.endswith(suffixes) or os.path.lexists(text):
-            _there(text, "file or folder")
+        # a path: '~/p.yaml' quoted (or after '=') too, which the profile's resolver expands
+        path = "/" in text or text.endswith(suffixes)
+        if path and not os.path.lexists(os.path.expanduser(text)):
+            raise InputMissing(text, "file or folder")
         return text
 
     return parse

@@ -170,3 +170,15 @@ def test_a_mistyped_s3_url_is_said_so_by_every_stratum_command(
     argv = ["cvmfs", *(w.format(s=stratum) for w in command), "--keys", FIXTURE]
     assert main(argv) == 2
     assert "is not an s3:// URL" in capsys.readouterr().err
+
+
+def test_a_profile_path_under_home_is_found_as_the_resolver_finds_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A quoted '~/p.yaml' (no shell expanded it) is a profile the resolver finds (``resolve.find``
+    expands it): the parse-time check refused it as missing."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "p.yaml").write_text("extends: [el9]\n")
+    assert main(["profiles", "show", "~/p.yaml"]) == 0
+    assert "extends: [el9]" in capsys.readouterr().out
+    assert main(["profiles", "show", "~/q.yaml"]) == 2
