@@ -14,6 +14,7 @@ import pytest
 from cernvm_build.mirror.s3sync import sync_tree
 from cernvm_build.paths import cache_dir
 from tests.support.killed import run_killed
+from tests.support.tmpfsns import mount_tmpfs
 
 from .conftest import Target
 
@@ -22,8 +23,6 @@ pytestmark = pytest.mark.integration
 #: a sync of one folder whose file goes up in 64 KiB parts, killed once its first part is up
 KILLED_IN_MULTIPART = """\
 import os, signal, sys
-import contextlib
-import os
 from pathlib import Path
 from cernvm_build.mirror import s3write
 from cernvm_build.mirror.s3sync import sync_tree
@@ -118,16 +117,6 @@ def test_an_abort_the_server_refuses_is_a_note_and_tried_again(
     assert again.aborted_uploads == ["r/big.rpm"] and uploads(s3, bucket) == []
 
 
-@pytest.fixture
-def small_fs(tmp_path: Path) -> Any:
-    import subprocess
-
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    yield mnt
-    subprocess.run(["umount", str(mnt)], check=False)
-
-
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounts a tmpfs (needs root)")
 @pytest.mark.parametrize("case", ["full", "read-only", "inodes"])
 def test_an_upload_log_that_cannot_be_written_is_one_line_and_leaves_no_upload(
@@ -151,7 +140,7 @@ def test_an_upload_log_that_cannot_be_written_is_one_line_and_leaves_no_upload(
     src.mkdir()
     (src / "big.rpm").write_bytes(bytes(range(256)) * 1024)
     size = "size=64k" if case == "full" else "size=4m,nr_inodes=3"
-    subprocess.run(["mount", "-t", "tmpfs", "-o", size, "none", str(small_fs)], check=True)
+    mount_tmpfs(small_fs, size)
     log = small_fs / "mirror" / "uploads"
     log.mkdir(parents=True)  # (the inodes: the mount's root, mirror/ and this folder)
     if case == "full":
