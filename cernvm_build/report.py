@@ -92,13 +92,17 @@ class Recorder:
 
 
 class LineReporter:
-    """Steps and warnings as lines to ``say`` (indented), progress left out: for callers that log lines."""
+    """Steps and warnings as lines to ``say`` (indented), progress left out: for callers that log lines.
+    ``warn``: where warnings go instead (the CLI's ``Output.warn``: -q hides steps, not warnings)."""
 
-    __slots__ = ("indent", "say")
+    __slots__ = ("indent", "say", "warn_to")
 
-    def __init__(self, say: Callable[[str], None], indent: str = "  "):
+    def __init__(
+        self, say: Callable[[str], None], indent: str = "  ", *, warn: Callable[[str], None] | None = None
+    ):
         self.say = say
         self.indent = indent
+        self.warn_to = warn
 
     def step(self, message: str) -> None:
         self.say(f"{self.indent}{message}")
@@ -107,4 +111,7 @@ class LineReporter:
         pass
 
     def warn(self, message: str) -> None:
+        if self.warn_to is not None:
+            self.warn_to(message)
+            return
         self.say(f"{self.indent}warning: {message}")

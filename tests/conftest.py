@@ -20,6 +20,7 @@ from tests.support import hostile, linked_cache
 from tests.support.bigfs import loop_ext4
 from tests.support.gpgagents import pytest_configure, pytest_sessionfinish  # noqa: F401  (session hooks)
 from tests.support.s3servers import rgwserver, s3env, s3server, target  # noqa: F401  (shared fixtures)
+from tests.support.tmpfsns import small_fs  # noqa: F401  (a shared fixture)
 
 # A suite started in the background by a shell without job control (`make test &`, some CI runners)
 # inherits SIGINT ignored, and Python then keeps it ignored: the tests of what Ctrl-C does to a

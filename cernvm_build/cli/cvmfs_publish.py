@@ -19,7 +19,7 @@ from ..context import env_epoch
 from ..cvmfs.limits import MAX_HOLE_BYTES, MAX_MTIME, MAX_TAR_BYTES, MAX_TAR_ENTRIES, MAX_WHITELIST_DAYS
 from ..errors import CvmfsError, UsageError
 from .app import Output, size, subparser, whole_number
-from .inputs import existing_folder, local_or_url
+from .inputs import existing_folder, local_or_url, local_url_or_stdin
 
 if TYPE_CHECKING:
     from ..cvmfs import publish as pub
@@ -421,7 +421,10 @@ def register_publish(
     )
     _stratum_args(p)
     p.add_argument(
-        "source", type=local_or_url, metavar="SOURCE", help="directory, tar file (.tar, .tar.gz, ...) or -"
+        "source",
+        type=local_url_or_stdin,
+        metavar="SOURCE",
+        help="directory, tar file (.tar, .tar.gz, ...) or -",
     )
     p.add_argument(
         "--tag", help="also tag the new revision with this name (refused if the name tags a revision already)"

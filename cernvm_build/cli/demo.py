@@ -187,7 +187,7 @@ def _run(args: argparse.Namespace, out: Output) -> int:
         os=args.os,
         boot_timeout=args.boot_timeout,
     )
-    run = run_demo(opts, out.info)
+    run = run_demo(opts, out.info, out.warn)  # a warning is no step: -q keeps it (QUIET_HELP)
 
     def render(_: Any) -> None:
         rows = []

@@ -10,6 +10,7 @@ is gone is checked by the reader (``cvmfs.repository``), which raises the same e
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -37,13 +38,23 @@ def existing_path(text: str) -> Path:
     return _there(text, "file or folder")
 
 
+#: a word that begins as a URL does (``s3://``, and ``s3:/b`` or ``S3://b`` mistyped): its command
+#: judges it, and says what a mistyped one should be (``cvmfs publish``'s "not an s3:// URL")
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:/")
+
+
 def local_or_url(text: str) -> str:
-    """A URL (``scheme://``), taken as it is, or a local file or folder that must be there; ``-``
-    (stdin) too."""
-    if "://" in text or text == "-":
+    """A URL, taken as it is, or a local file or folder that must be there."""
+    if _URL.match(text):
         return text
     _there(text, "file or folder")
     return text
+
+
+def local_url_or_stdin(text: str) -> str:
+    """``local_or_url``, or ``-`` for stdin (where the command reads it; elsewhere ``-`` is a file
+    name, which must be there)."""
+    return text if text == "-" else local_or_url(text)
 
 
 def name_or_path(suffixes: tuple[str, ...]) -> Callable[[str], str]:
@@ -51,8 +62,10 @@ def name_or_path(suffixes: tuple[str, ...]) -> Callable[[str], str]:
     ending in one of ``suffixes``. A name not known stays its area's error (it lists the known ones)."""
 
     def parse(text: str) -> str:
-        if "/" in text or text.endswith(suffixes) or os.path.lexists(text):
-            _there(text, "file or folder")
+        # a path: '~/p.yaml' quoted (or after '=') too, which the profile's resolver expands
+        path = "/" in text or text.endswith(suffixes)
+        if path and not os.path.lexists(os.path.expanduser(text)):
+            raise InputMissing(text, "file or folder")
         return text
 
     return parse

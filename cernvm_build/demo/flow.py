@@ -157,7 +157,9 @@ def release_version(requested: str) -> str:
     return requested or DEFAULT_VERSION
 
 
-def run_demo(opts: DemoOptions, say: Say) -> DemoRun:
+def run_demo(opts: DemoOptions, say: Say, warn: Say | None = None) -> DemoRun:
+    """The demo's steps, each told to ``say``; the release's and the boot's warnings to ``warn`` (else
+    ``say``)."""
     from ..cvmfs.serve import serve
     from ..demo.repository import publish_debian, publish_demo
     from ..release.build import ReleaseOptions, build_release, release_context
@@ -210,7 +212,7 @@ def run_demo(opts: DemoOptions, say: Say) -> DemoRun:
                         out=releases,
                         overrides={prof.name: demo_overrides(opts.port, repo.tag)},
                     ),
-                    release_context(version, reporter=LineReporter(say)),
+                    release_context(version, reporter=LineReporter(say, warn=warn)),
                 )
                 box["detail"] = f"{version}: {len(release.artifacts)} artifacts"
         run.locations["release"] = str(release_dir)
@@ -219,13 +221,15 @@ def run_demo(opts: DemoOptions, say: Say) -> DemoRun:
         run.locations["image"] = str(image)
         run.locations["container"] = str(next(release_dir.glob("containers/*/*.oci.tar"), ""))
         if opts.boot:
-            _boot(run, image, opts, say, stack)
+            _boot(run, image, opts, say, stack, warn)
     run_state = {s.name: s.seconds for s in run.steps} | {"total": round(run.total, 1)}
     state.write_text(json.dumps(run_state))
     return run
 
 
-def _boot(run: DemoRun, image: Path, opts: DemoOptions, say: Say, stack: ExitStack) -> None:
+def _boot(
+    run: DemoRun, image: Path, opts: DemoOptions, say: Say, stack: ExitStack, warn: Say | None = None
+) -> None:
     """create → wait for SSH → ``cat /etc/os-release`` → destroy, through the launch library."""
     # deliberate lazy import: booting needs the 'launch' extra (libvirt-python); --no-boot does not
     from .. import launch
@@ -251,7 +255,7 @@ def _boot(run: DemoRun, image: Path, opts: DemoOptions, say: Say, stack: ExitSta
         cvmfs_server=f"10.0.2.2:{opts.port}",
     )
     with _timed(run, "boot + ssh ready", say) as box:
-        reporter = scoped(LineReporter(say), INSTANCE)
+        reporter = scoped(LineReporter(say, warn=warn), INSTANCE)
         launch.create_instance(spec, host=host, reporter=reporter)
         launch.wait_ready(host, INSTANCE, timeout=opts.boot_timeout, reporter=reporter, home=home)
         box["detail"] = f"instance {INSTANCE} answers on SSH"

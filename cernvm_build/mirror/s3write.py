@@ -21,7 +21,7 @@ from typing import Any, BinaryIO
 
 import botocore.exceptions
 
-from ..errors import MirrorError
+from ..errors import CernVMError, MirrorError
 from ..fsutil import reraise_naming
 from .hashcache import signature
 from .s3client import META_SHA256, S3Client, S3Url, direct_put, error_code, http_status, s3_error
@@ -349,8 +349,17 @@ class Writer:
                 raise
             # the record could not be written (a full, read-only or foreign log folder): the upload,
             # started and recorded nowhere, stayed billed until an --abort-uploads-older-than sweep
-            self._abort(key, upload_id)
-            reraise_naming(e, self.upload_log.folder)
+            if self._abort(key, upload_id):
+                reraise_naming(e, self.upload_log.folder)
+            # the abort failed too: the line says the record's error and what it leaves on the server
+            why = e.strerror or str(e)
+            raise CernVMError(
+                f"{key}: a multipart upload is left on the server, recorded nowhere: its record could not"
+                f" be written ({why}) and its abort failed",
+                where=str(self.upload_log.folder),
+                hint="a later sync aborts it once it is older than --abort-uploads-older-than (default 7d);"
+                f" or abort upload {upload_id} with an S3 tool",
+            ) from e
 
     def _abort(self, key: str, upload_id: str) -> bool:
         """Abort a multipart upload; False when the server could not be told (left for a later sync)."""

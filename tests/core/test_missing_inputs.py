@@ -147,3 +147,53 @@ def test_a_missing_input_whose_path_is_not_utf8_is_one_line_with_its_byte(
     assert main(["cvmfs", "info", odd, "--json"]) == 2
     doc = json.loads(capsys.readouterr().out)
     assert doc["exit_code"] == 2 and doc["where"] == odd
+
+
+@pytest.mark.parametrize(
+    ("program", "argv"),
+    [
+        ("cernvm-launch", ["context", "-"]),
+        ("cernvm-build", ["cvmfs", "stats", "-"]),
+        ("cernvm-build", ["mirror", "yum", "-", "s3://bucket/yum"]),
+    ],
+)
+def test_a_dash_is_stdin_only_where_the_command_reads_it(
+    program: str,
+    argv: list[str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """'-' passed every URL-or-path input as if it were stdin: these then read a file '-' (exit 3, 5, or 9
+    after looking for S3 credentials), where a missing input is exit 2."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", "/nonexistent-lf32a/home")
+    entry = main if program == "cernvm-build" else launch.main
+    assert entry(argv) == 2
+    assert capsys.readouterr().err.startswith("error: -: no such file or folder"), argv
+
+
+@pytest.mark.parametrize("stratum", ["s3:/bucket/r", "S3:/bucket/r", "http:/host/cvmfs/r"])
+@pytest.mark.parametrize(
+    "command", [["publish", "{s}", FIXTURE], ["tag", "add", "{s}", "t"], ["resign", "{s}"]]
+)
+def test_a_mistyped_s3_url_is_said_so_by_every_stratum_command(
+    stratum: str, command: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """pr28c's line for a mistyped s3:// URL (a local folder 's3:' it would be): the parse-time check
+    of STRATUM took 's3:/b/r' for a missing folder ("check the path") before the command could say so."""
+    argv = ["cvmfs", *(w.format(s=stratum) for w in command), "--keys", FIXTURE]
+    assert main(argv) == 2
+    assert "is not an s3:// URL" in capsys.readouterr().err
+
+
+def test_a_profile_path_under_home_is_found_as_the_resolver_finds_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A quoted '~/p.yaml' (no shell expanded it) is a profile the resolver finds (``resolve.find``
+    expands it): the parse-time check refused it as missing."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "p.yaml").write_text("extends: [el9]\n")
+    assert main(["profiles", "show", "~/p.yaml"]) == 0
+    assert "extends: [el9]" in capsys.readouterr().out
+    assert main(["profiles", "show", "~/q.yaml"]) == 2

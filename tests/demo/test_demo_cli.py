@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -142,3 +143,28 @@ def test_the_default_release_version_is_no_clock_reading(
     with pytest.raises(SystemExit):
         main(["demo", "--help"])
     assert flow.DEFAULT_VERSION in " ".join(capsys.readouterr().out.split())
+
+
+@pytest.mark.parametrize(("quiet", "shown"), [([], True), (["-q"], True), (["-qq"], False)])
+def test_a_release_warning_of_the_demo_is_kept_by_q(
+    quiet: list[str],
+    shown: bool,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """-q hides steps and notes, never a warning (QUIET_HELP): the demo told its release's warnings as
+    steps (``LineReporter(say)`` with ``Output.info``), so -q hid them, and they read as notes."""
+    from cernvm_build.errors import CernVMError
+    from cernvm_build.release import build as release_build
+
+    monkeypatch.setenv("CERNVM_CACHE_DIR", str(tmp_path / "cache"))
+
+    def warn_and_stop(options: release_build.ReleaseOptions, context: Any) -> None:
+        context.reporter.warn("a warning of the release build")
+        raise CernVMError("stopped here by the test")
+
+    monkeypatch.setattr(release_build, "build_release", warn_and_stop)
+    assert main(["demo", "--no-boot", "--out", str(tmp_path / "out"), *quiet]) == 1
+    err = capsys.readouterr().err
+    assert ("warning: a warning of the release build" in err) == shown, err

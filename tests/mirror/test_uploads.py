@@ -14,6 +14,7 @@ import pytest
 from cernvm_build.mirror.s3sync import sync_tree
 from cernvm_build.paths import cache_dir
 from tests.support.killed import run_killed
+from tests.support.tmpfsns import mount_tmpfs
 
 from .conftest import Target
 
@@ -22,8 +23,6 @@ pytestmark = pytest.mark.integration
 #: a sync of one folder whose file goes up in 64 KiB parts, killed once its first part is up
 KILLED_IN_MULTIPART = """\
 import os, signal, sys
-import contextlib
-import os
 from pathlib import Path
 from cernvm_build.mirror import s3write
 from cernvm_build.mirror.s3sync import sync_tree
@@ -118,16 +117,6 @@ def test_an_abort_the_server_refuses_is_a_note_and_tried_again(
     assert again.aborted_uploads == ["r/big.rpm"] and uploads(s3, bucket) == []
 
 
-@pytest.fixture
-def small_fs(tmp_path: Path) -> Any:
-    import subprocess
-
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    yield mnt
-    subprocess.run(["umount", str(mnt)], check=False)
-
-
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounts a tmpfs (needs root)")
 @pytest.mark.parametrize("case", ["full", "read-only", "inodes"])
 def test_an_upload_log_that_cannot_be_written_is_one_line_and_leaves_no_upload(
@@ -151,7 +140,7 @@ def test_an_upload_log_that_cannot_be_written_is_one_line_and_leaves_no_upload(
     src.mkdir()
     (src / "big.rpm").write_bytes(bytes(range(256)) * 1024)
     size = "size=64k" if case == "full" else "size=4m,nr_inodes=3"
-    subprocess.run(["mount", "-t", "tmpfs", "-o", size, "none", str(small_fs)], check=True)
+    mount_tmpfs(small_fs, size)
     log = small_fs / "mirror" / "uploads"
     log.mkdir(parents=True)  # (the inodes: the mount's root, mirror/ and this folder)
     if case == "full":
@@ -171,3 +160,32 @@ def test_an_upload_log_that_cannot_be_written_is_one_line_and_leaves_no_upload(
     assert lines[0].startswith(f"error: {small_fs if case == 'read-only' else log}"), err
     assert uploads(target.client, target.bucket) == []
     assert "r/big.rpm" not in target.objects()
+
+
+def test_an_upload_neither_recorded_nor_aborted_is_said(
+    tmp_path: Path, s3: Any, bucket: str, s3server: Any, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    """The upload log cannot be written and the server refuses the abort: the upload stays billed
+    and recorded nowhere. The line said only why the record failed, nothing of the upload left."""
+    from cernvm_build.cli.main import main
+    from cernvm_build.mirror import s3write
+    from cernvm_build.mirror.locals3 import Fault
+
+    monkeypatch.setattr(s3write, "MULTIPART_THRESHOLD", 1)
+    monkeypatch.setattr(s3write, "PART_SIZE", 64 << 10)
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "big.rpm").write_bytes(bytes(range(256)) * 1024)
+    monkeypatch.setenv("CERNVM_CACHE_DIR", str(tmp_path / "cache"))
+    (tmp_path / "cache" / "mirror").mkdir(parents=True)
+    (tmp_path / "cache" / "mirror" / "uploads").write_bytes(b"")  # a file: no record can go there
+    s3server.faults.append(Fault("DELETE", 0, 403, key_part="big.rpm"))
+
+    rc = main(["mirror", "sync", str(src), f"s3://{bucket}/r", "--endpoint-url", s3server.endpoint])
+
+    err = capsys.readouterr().err
+    lines = [x for x in err.splitlines() if x.startswith("error:")]
+    assert rc == 1 and len(lines) == 1 and "Traceback" not in err, err
+    assert str(tmp_path / "cache" / "mirror" / "uploads") in lines[0], err  # the first error stays
+    assert uploads(s3, bucket) == ["r/big.rpm"]
+    assert "r/big.rpm" in err and "--abort-uploads-older-than" in err, err  # and the upload left is said

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import errno
 import os
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,16 +13,9 @@ import pytest
 from cernvm_build.cli.app import _environment_error
 from cernvm_build.osbuild import debian
 from tests.osbuild.test_hostile_tree import _deb
+from tests.support.tmpfsns import mount_tmpfs
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounts a tmpfs; unpacking keeps owners (root)")
-
-
-@pytest.fixture
-def small_fs(tmp_path: Path) -> Iterator[Path]:
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    yield mnt
-    subprocess.run(["umount", str(mnt)], check=False)
 
 
 @pytest.mark.parametrize(
@@ -39,7 +30,7 @@ def test_a_full_disk_under_the_tree_names_the_file_not_the_package(
     tmp_path: Path, small_fs: Path, options: str, members: list[tuple[str, bytes]]
 ) -> None:
     deb = _deb(tmp_path, "pkg", list(members))
-    subprocess.run(["mount", "-t", "tmpfs", "-o", options, "none", str(small_fs)], check=True)
+    mount_tmpfs(small_fs, options)
     tree = small_fs / "tree"
     tree.mkdir()
     with pytest.raises(OSError) as e:

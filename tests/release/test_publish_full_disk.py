@@ -6,31 +6,22 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from cernvm_build.cli import app
 from cernvm_build.release.publish import site_with_release
+from tests.support.tmpfsns import mount_tmpfs
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounts a tmpfs (needs root)")
-
-
-@pytest.fixture
-def small_fs(tmp_path: Path) -> Iterator[Path]:
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    yield mnt
-    subprocess.run(["umount", str(mnt)], check=False)
 
 
 @pytest.mark.parametrize("options", ["size=64k", "size=4m,nr_inodes=16"], ids=["full", "inodes"])
 def test_a_full_disk_under_the_copy_of_the_site_is_one_line(
     tmp_path: Path, small_fs: Path, options: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    subprocess.run(["mount", "-t", "tmpfs", "-o", options, "none", str(small_fs)], check=True)
+    mount_tmpfs(small_fs, options)
     parser = argparse.ArgumentParser(prog="cernvm-build")
     # the copy fails before the release's files are read
     parser.set_defaults(func=lambda args, out: site_with_release(tmp_path / "release", small_fs) and 0)

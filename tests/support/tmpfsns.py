@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -31,3 +32,18 @@ def in_namespace(
     if done.returncode == 99:
         pytest.skip(f"no tmpfs in a mount namespace here: {done.stderr.strip()}")
     return done
+
+
+@pytest.fixture
+def small_fs(tmp_path: Path) -> Iterator[Path]:
+    """A folder for ``mount_tmpfs`` in this process's namespace (the tests that need root), unmounted
+    after the test."""
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    yield mnt
+    subprocess.run(["umount", str(mnt)], check=False)
+
+
+def mount_tmpfs(where: Path, options: str) -> None:
+    """A tmpfs of ``options`` (``size=64k``, ``nr_inodes=16``) at ``where``: a full or inode-less disk."""
+    subprocess.run(["mount", "-t", "tmpfs", "-o", options, "none", str(where)], check=True)
