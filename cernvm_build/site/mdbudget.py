@@ -38,6 +38,7 @@ MAX_BLOCKS = 100_000
 MAX_LINES = 100_000
 _COSTLY = "[]*_~"
 _HINT = "split the page, or put such text in a code block (``` fences), which is not parsed"
+_LINES_HINT = "split the page over several pages (the lines of its code blocks count too)"
 
 
 class TooCostly(Exception):
@@ -58,7 +59,8 @@ def hold_to_budget(md: MarkdownIt) -> None:
         def __init__(self, src: str, md: MarkdownIt, env: Any, tokens: list[Token]) -> None:
             super().__init__(src, md, env, tokens)
             if self.lineMax > MAX_LINES:
-                raise TooCostly(MAX_LINES, f"more than {MAX_LINES:,} lines")
+                # (the code block the default hint names counts too: its lines are the page's)
+                raise TooCostly(MAX_LINES, f"more than {MAX_LINES:,} lines", _LINES_HINT)
 
         def push(self, ttype: str, tag: str, nesting: Any) -> Token:
             if len(self.tokens) >= MAX_BLOCKS:

@@ -392,3 +392,18 @@ def test_a_page_over_the_budget_names_its_file_and_line(site: Path, tmp_path: Pa
         build_site(site, tmp_path / "out", jobs=1)
     assert str(e.value.where) == f"{page}:6"
     assert e.value.hint and "code block" in e.value.hint
+
+
+def test_a_page_over_the_line_budget_is_not_told_to_use_a_code_block(site: Path, tmp_path: Path) -> None:
+    """The lines of a code block count towards ``MAX_LINES``: a page whose lines are all in one (a
+    package list) is refused with a hint that does not send it where it already is (rv31b)."""
+    from cernvm_build.site import mdbudget
+
+    page = site / "content" / "docs" / "packages.md"
+    listing = "".join(f"p{i}\n" for i in range(mdbudget.MAX_LINES + 10))
+    page.write_text("---\ntitle: packages\n---\nThe list:\n\n```text\n" + listing + "```\n")
+    with pytest.raises(BuildError, match=r"too costly to render: more than 100,000 lines") as e:
+        build_site(site, tmp_path / "out", jobs=1)
+    assert str(e.value.where) == f"{page}:{mdbudget.MAX_LINES + 4}"
+    assert e.value.hint and "code block" in e.value.hint and "count too" in e.value.hint
+    assert "put such text in a code block" not in e.value.hint
