@@ -9,15 +9,18 @@ nesting limit cut the last one short), of ``[a`` 7.8, of ``*a`` or ``_a`` 8.5 (e
 them in the block parse), nine-level lists 4.3. Each is paid by a few kinds of work, counted here:
 
 - ``MAX_COSTLY``: link brackets and emphasis marks (``[ ] * _ ~``) in the page's inline text, ~21 µs
-  each at worst (1.1 CPU-s). The shipped pages have at most a few hundred.
+  each at worst (~1.7 CPU-s). The shipped pages have at most a few hundred; a dense real page (a link
+  and an emphasis on every line of a MiB) stays under it.
 - ``MAX_MARKS``: characters that end a run of text for the inline parser (``text`` rule's
   terminators: punctuation that may start Markdown, line ends), a few µs each (~1 CPU-s). Prose has
   at most ~7 % of its characters so (73,000 in a MiB).
 - ``MAX_LINES``: lines, each looked at by the block rules (a quote of 262,000 one-word lines: 3.7
   CPU-s in the block parse alone, ~14 µs a line). Prose has ~15,000 in a MiB.
 - ``MAX_BLOCKS``: block tokens (paragraphs, list items, table cells and rows: ~9 µs each with their
-  inline parse), counted as they are made, so a huge table stops at its first 100,000 (~1 CPU-s;
-  nine-level lists ~1.5). Prose makes one per ~60 bytes (17,000 in a MiB).
+  inline parse), counted as they are made, so a huge table stops at its first 200,000 (~1 CPU-s;
+  nine-level lists ~2.5). Prose makes one per ~60 bytes (17,000 in a MiB); a generated reference
+  table of 5,000 rows and 6 columns with code spans (which send it to this parser) ~100,000: taken.
+  (100,000 refused that table: the review rv31b; the price is a second more for a hostile page.)
 
 Only markdown-it-py's parse is held to it: the Rust parser (``mdtree``, ``mdfast``) takes no page
 over 512 KiB nor a block with many delimiters, and is fast on what it takes.
@@ -32,9 +35,9 @@ if TYPE_CHECKING:
     from markdown_it.rules_core import StateCore
     from markdown_it.token import Token
 
-MAX_COSTLY = 50_000
+MAX_COSTLY = 80_000
 MAX_MARKS = 200_000
-MAX_BLOCKS = 100_000
+MAX_BLOCKS = 200_000
 MAX_LINES = 100_000
 _COSTLY = "[]*_~"
 _HINT = "split the page, or put such text in a code block (``` fences), which is not parsed"
