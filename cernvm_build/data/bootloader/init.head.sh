@@ -35,10 +35,12 @@ panic() {
 
 # busybox sh runs its own applets for bare names (mke2fs, e2fsck): e2fsprogs go by full path.
 
-# Run a module of the Python runtime (user data, disks, the FUSE mount).
+# Run a module of the Python runtime (user data, disks, the FUSE mount). frozen_modules=on: the
+# runtime carries no file of a module the interpreter has frozen (runtime.py), so it must load them
+# from its binary as an installed Python does by default (one run from its build tree would not).
 py() {
-    PYTHONHOME=$RT LD_LIBRARY_PATH=$RT/lib \
-        PYTHONDONTWRITEBYTECODE=1 $RT/lib/ld-linux-x86-64.so.2 $RT/bin/python3 -S -m "$@"
+    PYTHONHOME=$RT LD_LIBRARY_PATH=$RT/lib PYTHONDONTWRITEBYTECODE=1 \
+        $RT/lib/ld-linux-x86-64.so.2 $RT/bin/python3 -S -X frozen_modules=on -m "$@"
 }
 
 # The same for the FUSE mount daemon, which outlives the initrd. argv[0] starting with '@' marks it
@@ -49,7 +51,7 @@ py_storage() {
         export PYTHONHOME=$RT LD_LIBRARY_PATH=$RT/lib
         export PYTHONDONTWRITEBYTECODE=1
         # shellcheck disable=SC3038  # busybox sh has exec -a
-        exec -a @ucernvm-cvmfs $RT/lib/ld-linux-x86-64.so.2 $RT/bin/python3 -S -m "$@"
+        exec -a @ucernvm-cvmfs $RT/lib/ld-linux-x86-64.so.2 $RT/bin/python3 -S -X frozen_modules=on -m "$@"
     )
 }
 
