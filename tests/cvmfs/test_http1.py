@@ -195,6 +195,28 @@ def test_a_status_line_is_read_as_version_code_and_reason(
 
 
 @pytest.mark.parametrize(
+    ("head", "will_close", "length"),
+    [
+        (b"HTTP/1.0 200 OK\r\nContent-Length: 3", True, 3),
+        (b"HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\nContent-Length: 3", False, 3),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 3", False, 3),
+        (b"HTTP/1.1 200 OK\r\nConnection: Close\r\nContent-Length: 3", True, 3),
+        (b"HTTP/1.1 200 OK", True, None),  # no length: the body ends with the connection
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: Chunked", False, None),
+        (b"HTTP/1.1 304 Not Modified\r\nContent-Length: 99", False, 0),
+        (b"HTTP/1.1 204 No Content", False, 0),
+    ],
+)
+def test_an_answer_says_whether_its_connection_is_kept_and_how_long_its_body_is(
+    head: bytes, will_close: bool, length: int | None
+) -> None:
+    conn = Connection("http", "127.0.0.1:1", 5)
+    conn._buf = head + b"\r\n\r\n"
+    resp = http1.Response(conn)
+    assert (resp.will_close, resp.length) == (will_close, length)
+
+
+@pytest.mark.parametrize(
     "block",
     [
         "",
