@@ -157,9 +157,11 @@ def _instructions(argv: list[str], work: Path, n: int) -> float:
     return (totals[1] - totals[0]) / (2 * n)
 
 
-def run(n: int, callgrind: bool) -> list[Result]:
+def run(quick: bool = True, objects: int | None = None, callgrind: bool = False) -> list[Result]:
+    """``make bench`` calls it with ``quick`` alone: 300 objects (else 1,000), no callgrind."""
     from bench.cvmfs_read import _server_process
 
+    n = objects or (300 if quick else 1000)
     results = []
     with tempfile.TemporaryDirectory(prefix="cold-objects-") as tmp:
         work = Path(tmp)
@@ -199,14 +201,17 @@ if __name__ == "__main__":
         raise SystemExit(0)
     flags(
         __doc__,
-        {"--objects": "=N objects per run (default 500)", "--callgrind": "instructions too (minutes)"},
+        {
+            "--objects": "=N objects per run (default 300; make bench: 300)",
+            "--callgrind": "instructions too (minutes)",
+        },
     )
-    given = next((a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--objects=")), "500")
+    given = next((a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--objects=")), "300")
     if not (given.isascii() and given.isdigit() and 0 < int(given) <= 100_000):
         print(f"error: --objects={given}: expected a count from 1 to 100000", file=sys.stderr)
         raise SystemExit(2)
     count = int(given)
-    rows = run(count, "--callgrind" in sys.argv[1:])
+    rows = run(objects=count, callgrind="--callgrind" in sys.argv[1:])
     print_table(rows)
     for row in rows:
         print(f"{row.metric}: {row.extra}")
