@@ -242,18 +242,6 @@ def test_the_three_fields_a_reader_needs_are_read_as_the_whole_header_dict_reads
     assert http1._wanted(block) == [fields.get(name) for name in http1._WANTED]
 
 
-def test_the_three_fields_are_read_as_the_whole_header_dict_reads_them_in_random_blocks() -> None:
-    pieces = [
-        "\n", "\n ", "\n\t", ":", " ", "\r", "\xe9", "Content-Length", "content-length", "CONNECTION",
-        "Connection", "Transfer-Encoding", "x-", "close", "keep-alive", "chunked", "12", " 7 ", "Server",
-    ]  # fmt: skip
-    rng = random.Random(13)
-    for _ in range(5000):
-        block = "\n" + "".join(rng.choice(pieces) for _ in range(rng.randrange(1, 16)))
-        fields = http1._fields(block)
-        assert http1._wanted(block) == [fields.get(name) for name in http1._WANTED], repr(block)
-
-
 def _answers(*answers: bytes | Callable[[socket.socket], None]) -> contextlib.AbstractContextManager[int]:
     """A raw server: each request, on whatever connection, gets the next answer (raw bytes, or a
     function that writes to the socket itself); after the last one connections are closed."""
