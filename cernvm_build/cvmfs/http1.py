@@ -388,9 +388,9 @@ class Response:
         "_conn",
         "_fields",
         "_left",
+        "_reason",
         "chunked",
         "length",
-        "reason",
         "status",
         "will_close",
     )
@@ -408,28 +408,34 @@ class Response:
             status = int(code)
             if not 100 <= status < 200:
                 break
+        self._reason = reason  # decoded only if asked for (``reason``: an error's text)
         block = self._fields = "\n" + fields.decode("iso-8859-1")
         self.status = status
-        self.reason = reason.decode("iso-8859-1").strip()
         connection, encoding, value = _wanted(block)
-        connection = (connection or "").lower()
         if version == b"HTTP/1.0":
-            self.will_close = "keep-alive" not in connection
+            self.will_close = connection is None or "keep-alive" not in connection.lower()
         else:
-            self.will_close = "close" in connection
-        self.chunked = encoding is not None and encoding.lower() == "chunked"
+            self.will_close = connection is not None and "close" in connection.lower()
+        chunked = self.chunked = encoding is not None and encoding.lower() == "chunked"
         self._chunk_left = 0  # of the current chunk; -1 once the last one was read
-        length: int | None = None
+        length: int | None
         if status in (204, 304):
             length = 0
-        elif not self.chunked and value is not None:
+        elif chunked or value is None:
+            length = None
+            if not chunked:
+                self.will_close = True  # the body ends with the connection
+        else:
             length = decimal(value)
             if length is None:
                 raise ProtocolError(f"bad Content-Length {value[:40]!r}")
-        if length is None and not self.chunked:
-            self.will_close = True  # the body ends with the connection
         self.length = length  # the body's declared size (None: chunked or until the end)
         self._left = length  # what is left of it
+
+    @property
+    def reason(self) -> str:
+        """The status line's text after the code (stripped)."""
+        return (self._reason or b"").decode("iso-8859-1").strip()
 
     @property
     def headers(self) -> dict[str, str]:

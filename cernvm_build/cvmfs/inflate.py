@@ -83,18 +83,20 @@ class _Lib:
         self.free_slots = AT_ONCE
         atexit.register(self.close)
 
+    # take and give without the lock: a list's pop and append are atomic under the GIL, and the
+    # pool cannot grow past AT_ONCE as the store inflates only with a ``slot`` (a caller without
+    # one, a test, may leave one more idle until exit). Two lock round trips an object less.
     def take(self) -> int | None:
-        with self.lock:
-            if self.pool:
-                return self.pool.pop()
-        return self.alloc() or None
+        try:
+            return self.pool.pop()
+        except IndexError:
+            return self.alloc() or None
 
     def give(self, d: int) -> None:
-        with self.lock:
-            if len(self.pool) < AT_ONCE:
-                self.pool.append(d)
-                return
-        self.free(d)
+        if len(self.pool) < AT_ONCE:
+            self.pool.append(d)
+        else:
+            self.free(d)
 
     def close(self) -> None:
         with self.lock:

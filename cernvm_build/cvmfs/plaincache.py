@@ -60,7 +60,7 @@ import struct
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from ..fsutil import (
@@ -109,8 +109,19 @@ def _forked() -> None:
 os.register_at_fork(after_in_child=_forked)
 
 
-def _trailer(adler: int) -> bytes:
-    return struct.pack(">I4s", adler, MAGIC)
+#: a trailer from (checksum, magic)
+_TRAILER = struct.Struct(">I4s").pack
+#: how ``put`` opens its temporary: one descriptor to write and then to serve from, raw writes (no
+#: buffered file per object) and the mode given at creation (a cold read makes thousands of these;
+#: ``_create`` adds O_NOATIME: the reader served from this descriptor leaves the access time alone)
+_NEW = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+
+
+def _summing(blocks: Iterable[bytes], into: list[int]) -> Iterator[bytes]:
+    """``blocks``, their Adler-32 kept in ``into[0]`` as they go (which starts at 1)."""
+    for block in blocks:
+        into[0] = zlib.adler32(block, into[0])
+        yield block
 
 
 def _sum_for(trailer: bytes) -> Callable[[bytes | memoryview, int], int] | None:
@@ -311,33 +322,29 @@ class PlainCache:
         dest = f"{d}/{name[2:]}{suffix}"
         # one writer per thread at a time: pid and thread make the name unique without mkstemp
         tmp = f"{d}/.{name[2:]}{suffix}.{_pid}-{threading.get_ident()}.tmp"
-        # One descriptor to write and then to serve from, raw writes (no buffered file per object)
-        # and the mode given at creation: a cold read makes thousands of these.
-        # (O_NOATIME: the reader served from this descriptor leaves the access time alone, ``_READ``)
-        flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
         try:
-            fd = _create(tmp, flags)
+            fd = _create(tmp, _NEW)
         except FileExistsError:  # a crashed process's, of the same pid and thread number
             os.unlink(tmp)
-            fd = _create(tmp, flags)
+            fd = _create(tmp, _NEW)
         try:
-            adler, got = 1, 0  # Adler-32 starts at 1
-            summing = adler32 is None
+            adler = adler32
+            if adler is None:  # (rare: an uncompressed object, no stream's sum handed over)
+                adler = [1]  # Adler-32 starts at 1
+                blocks = _summing(blocks, adler)
+            got = 0
             last = b""  # written one block behind, so the last goes out with the trailer
             for block in blocks:
-                if summing:
-                    adler = zlib.adler32(block, adler)
-                got += len(block)
                 if last:
                     write_all(fd, last)
+                    got += len(last)
                 last = block
+            got += len(last)
             if size is not None and got != size:
                 raise SizeMismatch(got)
-            if adler32 is not None:
-                (adler,) = adler32  # the producer's, now that it has yielded everything
+            tail = _TRAILER(adler[0], MAGIC)  # the producer's, now that it has yielded everything
             # One write for a small file's content and its trailer (a syscall per object less on a
             # cold read, each a GIL hand-off among the daemon's threads).
-            tail = _trailer(adler)
             done = os.writev(fd, (last, tail))
             if done < len(last) + len(tail):
                 write_all(fd, (bytes(last) + tail)[done:])

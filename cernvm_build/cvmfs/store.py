@@ -451,11 +451,11 @@ class ObjectStore:
         if not compressed:  # no stream to take a sum from: PlainCache.put sums what it writes
             yield from blocks
             return
-        if size is not None and inflate.WHOLE_MIN < size <= WHOLE_MAX and inflate.available():
+        if size is not None and inflate.WHOLE_MIN < size <= WHOLE_MAX:
             # in one call with libdeflate: a fraction of zlib's instructions (inflate.py); the
             # stored bytes are then whole in memory (also a spilled object's: at most zlib_bound),
-            # joined only with a slot (at most AT_ONCE at once): without one the blocks stream as
-            # they are
+            # joined only with a slot (at most AT_ONCE at once, none without libdeflate): without
+            # one the blocks stream as they are
             whole = data = None
             with inflate.slot() as whole_now:
                 if whole_now:

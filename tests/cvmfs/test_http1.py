@@ -165,6 +165,58 @@ def test_a_head_is_found_without_searching_the_pipelined_bodies_after_it() -> No
 
 
 @pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        (b"HTTP/1.1 200 OK", (200, "OK", False)),
+        (b"HTTP/1.1 200", (200, "", False)),  # no reason
+        (b"HTTP/1.1 200 ", (200, "", False)),
+        (b"HTTP/1.0 200 It  is fine ", (200, "It  is fine", True)),  # 1.0 without keep-alive
+        (b"HTTP/1.1x 404 Not Found", (404, "Not Found", False)),  # any version starting HTTP/1.
+        (b"HTTP/1.1 2000 OK", None),
+        (b"HTTP/1.1  200 OK", None),  # two spaces: no code
+        (b"HTTP/1.1 20x OK", None),
+        (b"HTTP/1.1 200\tOK", None),  # the code ends at a space only
+        (b"HTTP/2 200 OK", None),
+        (b"HTTP/1.1", None),
+        (b"ICY 200 OK", None),
+    ],
+)
+def test_a_status_line_is_read_as_version_code_and_reason(
+    line: bytes, expected: tuple[int, str, bool] | None
+) -> None:
+    conn = Connection("http", "127.0.0.1:1", 5)
+    conn._buf = line + b"\r\nContent-Length: 0\r\n\r\n"
+    if expected is None:
+        with pytest.raises(http1.ProtocolError, match=r"not an HTTP/1\.x status line"):
+            http1.Response(conn)
+        return
+    resp = http1.Response(conn)
+    assert (resp.status, resp.reason, resp.will_close) == expected and resp.length == 0
+
+
+@pytest.mark.parametrize(
+    ("head", "will_close", "length"),
+    [
+        (b"HTTP/1.0 200 OK\r\nContent-Length: 3", True, 3),
+        (b"HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\nContent-Length: 3", False, 3),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 3", False, 3),
+        (b"HTTP/1.1 200 OK\r\nConnection: Close\r\nContent-Length: 3", True, 3),
+        (b"HTTP/1.1 200 OK", True, None),  # no length: the body ends with the connection
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: Chunked", False, None),
+        (b"HTTP/1.1 304 Not Modified\r\nContent-Length: 99", False, 0),
+        (b"HTTP/1.1 204 No Content", False, 0),
+    ],
+)
+def test_an_answer_says_whether_its_connection_is_kept_and_how_long_its_body_is(
+    head: bytes, will_close: bool, length: int | None
+) -> None:
+    conn = Connection("http", "127.0.0.1:1", 5)
+    conn._buf = head + b"\r\n\r\n"
+    resp = http1.Response(conn)
+    assert (resp.will_close, resp.length) == (will_close, length)
+
+
+@pytest.mark.parametrize(
     "block",
     [
         "",
@@ -180,6 +232,9 @@ def test_a_head_is_found_without_searching_the_pipelined_bodies_after_it() -> No
         "\nVary: Connection\nConnection: close",  # the name in a value
         "\nTransfer-Encoding: chunked\nContent-Length",  # a line without a colon
         "\nContent-Length: \xe9\xc0",  # Latin-1 beyond ASCII
+        "\nContent-Length: 7\nConnection: close\ncontent-length: 9",  # repeated, each at a line's start
+        "\nServer: x\n y\nContent-Length: 3",  # a fold in another field
+        "\nContent-Length: 3 \r\nTransfer-Encoding:\xa0chunked\xa0",  # what str.strip strips
     ],
 )
 def test_the_three_fields_a_reader_needs_are_read_as_the_whole_header_dict_reads_them(block: str) -> None:
