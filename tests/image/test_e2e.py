@@ -137,9 +137,9 @@ def test_boot_pin_persist_and_tag(built: Built, test_repo: ServedRepo, tmp_path:
     # The FUSE daemon is marked as a root-storage daemon (systemd does not kill it at shutdown) and
     # what the OS reads after switch_root is cached on the scratch disk, not in the initramfs. (This boot
     # parsed its user data: the parser's process mounted, and shows the mount's command line.)
-    assert "test-os: daemon @ucernvm-cvmfs /rt/bin/python3 -S -X frozen_modules=on -m cernvm_build.cvmfs.mount" in b1.console, (
-        _show(b1, log1)
-    )
+    daemon = "test-os: daemon @ucernvm-cvmfs /rt/bin/python3 -S -X frozen_modules=on"
+    daemon += " -m cernvm_build.cvmfs.mount"
+    assert daemon in b1.console, _show(b1, log1)
     cached = b1.lines(r"^test-os: cache objects on the scratch disk (\d+) then (\d+)")
     assert cached and int(cached[0].group(2)) == int(cached[0].group(1)) + 1, _show(b1, log1)
     # The shutdown hand-back (what systemd-shutdown does): the initrd's program unmounts the overlay
