@@ -228,7 +228,7 @@ VARIANTS: dict[str, dict[str, int]] = {
 TRACE = Path(__file__).resolve().parent / "traces" / "debian12-first-boot.opens"
 
 
-def run(trace: Path, stratum: Path, key: Path, cache: Path, folders: int) -> list[str]:
+def compare(trace: Path, stratum: Path, key: Path, cache: Path, folders: int) -> list[str]:
     real = open_repository(stratum, public_keys=[key], cache_dir=cache)
     opens = read_trace(trace)
     lines = [f"{len(opens)} opens of {trace.name}"]
@@ -261,5 +261,5 @@ if __name__ == "__main__":
         prof = profile.load("debian12")
         kernel = fetch_debian_kernel(prof.kernel.package or "linux-image-cloud-amd64")
         repo = publish_debian(Path(opt.get("--repo", work)), kernel=kernel)
-        print(*run(Path(opt.get("--trace", TRACE)), repo.stratum, repo.public_key, Path(work) / "cache",
+        print(*compare(Path(opt.get("--trace", TRACE)), repo.stratum, repo.public_key, Path(work) / "cache",
                    int(opt.get("--folders", "20"))), sep="\n")  # fmt: skip
