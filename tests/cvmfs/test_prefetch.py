@@ -549,6 +549,7 @@ def test_a_directory_opened_cold_here_and_there_has_its_other_small_files_fetche
     from cernvm_build.cvmfs import fuse
 
     monkeypatch.setattr(fuse, "DENSE_FILES", 12)
+    monkeypatch.setattr(fuse, "DENSE_SHARE", 3)  # 3 of 10 (the shipped share: 5, see the constant)
     tree = tmp_path / "tree"
     for d, n in (("units", 10), ("bin", 13), ("etc", 10), ("few", 4)):
         (tree / d).mkdir(parents=True)
@@ -589,3 +590,112 @@ def test_a_directory_opened_cold_here_and_there_has_its_other_small_files_fetche
             p.opened(few[k])
         p.close(finish=True)
         assert cached(bins) == [] and cached(etc) == [] and cached(few) == []
+
+
+def test_a_program_opened_cold_has_the_libraries_it_loads_fetched_ahead(tmp_path: Path) -> None:
+    """``InOrderPrefetcher._needed``: the dynamic loader opens a program's DT_NEEDED libraries, theirs
+    and so on, right after the program, each a round trip of its own: they are fetched ahead as the
+    loader finds them (run path with ``$ORIGIN``, the library directories, symbolic links followed),
+    each hash-checked (a damaged one fails at its own read); nothing else of their directory, nothing
+    for a script or a damaged ELF file, and a library looked at once is not read again."""
+    from cernvm_build.cvmfs import fuse
+    from tests.support.elfgen import elf_bytes
+
+    tree = tmp_path / "tree"
+    lib, app = tree / "usr/lib/x86_64-linux-gnu", tree / "opt/app"
+    for d in (lib, tree / "usr/bin", app / "bin", app / "lib"):
+        d.mkdir(parents=True)
+    files = {
+        "usr/bin/prog": elf_bytes(("liba.so.1", "libb.so.2")),
+        "usr/bin/script": b"#!/bin/sh\n" + b"echo x\n" * 300,
+        "usr/bin/broken": elf_bytes(("liba.so.1",))[:100] + bytes(2000),
+        "usr/lib/x86_64-linux-gnu/liba.so.1.0": elf_bytes(("libc.so.6",), soname="liba.so.1"),
+        "usr/lib/x86_64-linux-gnu/libb.so.2": elf_bytes(("libc.so.6",), size=3000),
+        "usr/lib/x86_64-linux-gnu/libc.so.6": elf_bytes((), size=4000),
+        "usr/lib/x86_64-linux-gnu/libunused.so.9": elf_bytes((), size=5000),
+        "opt/app/bin/tool": elf_bytes(("libd.so", "libc.so.6"), runpath="$ORIGIN/../lib"),
+        "opt/app/lib/libd.so": elf_bytes(("libbad.so",), size=6000),
+        "opt/app/lib/libbad.so": elf_bytes((), size=7000),
+    }
+    for rel, data in files.items():
+        (tree / rel).write_bytes(data)
+        (tree / rel).chmod(0o755 if "/bin/" in rel else 0o644)
+    (lib / "liba.so.1").symlink_to("liba.so.1.0")
+    with _published(tmp_path, "needed.cernvm.test", tree, cache_dir=tmp_path / "c") as repo:
+        assert repo.store.cache is not None
+        plain = repo.store.plain_cache = PlainCache(repo.store.cache.root)
+        plain.hold()  # as the daemon does
+
+        def cached() -> set[str]:
+            return {rel for rel in files if plain.has(repo.stat(f"/{rel}").content_hash or "", "")}
+
+        victim = repo.stat("/opt/app/lib/libbad.so")
+        next((tmp_path / "srv").rglob((victim.content_hash or "")[2:])).write_bytes(b"tampered")
+        p = fuse.InOrderPrefetcher(repo)
+        for rel in ("usr/bin/script", "usr/bin/broken"):
+            p.opened(repo.stat(f"/{rel}"))
+        p.close(finish=True)
+        assert cached() == {"usr/bin/script", "usr/bin/broken"}, "a script or damaged ELF file fetched more"
+        p = fuse.InOrderPrefetcher(repo)
+        p.opened(repo.stat("/usr/bin/prog"))
+        p.close(finish=True)
+        libs = {f"usr/lib/x86_64-linux-gnu/{n}" for n in ("liba.so.1.0", "libb.so.2", "libc.so.6")}
+        assert cached() == {"usr/bin/script", "usr/bin/broken", "usr/bin/prog", *libs}
+        assert p._pending == set()
+        p = fuse.InOrderPrefetcher(repo)
+        p.opened(repo.stat("/opt/app/bin/tool"))
+        p.close(finish=True)
+        assert "opt/app/lib/libd.so" in cached() and "opt/app/lib/libbad.so" not in cached()
+        with pytest.raises(IntegrityError, match="hash mismatch"):
+            repo.read(victim)
+        assert "usr/lib/x86_64-linux-gnu/libunused.so.9" not in cached()
+
+
+def test_a_unit_opened_cold_has_the_units_systemd_loads_with_it_fetched_ahead(tmp_path: Path) -> None:
+    """``InOrderPrefetcher._follow`` on a systemd unit: systemd loads every unit a unit names in its
+    dependency and ordering keys, and those linked in its ``.wants`` folder, one after another,
+    each a round trip of its own; they are fetched ahead as systemd finds them (``/etc`` before
+    ``/usr/lib``, an instance by its template, a socket's service), theirs in turn; not the
+    [Install] section's, nor the folder's other units."""
+    from cernvm_build.cvmfs import fuse
+
+    tree = tmp_path / "tree"
+    usr, etc = tree / "usr/lib/systemd/system", tree / "etc/systemd/system"
+    (etc / "multi-user.target.wants").mkdir(parents=True)
+    usr.mkdir(parents=True)
+    units = {
+        "usr/lib/systemd/system/multi-user.target": "[Unit]\nRequires=basic.target\n"
+        "After=basic.target rescue.service\n[Install]\nAlias=default.target\nWantedBy=install-only.target\n",
+        "usr/lib/systemd/system/basic.target": "[Unit]\nWants=getty@tty1.service\n",
+        "usr/lib/systemd/system/getty@.service": "[Unit]\nDescription=Getty\n",
+        "usr/lib/systemd/system/rescue.service": "[Unit]\nDescription=shadowed\n",
+        "etc/systemd/system/rescue.service": "[Unit]\nDescription=local\n",
+        "usr/lib/systemd/system/ssh.socket": "[Socket]\nListenStream=22\n",
+        "usr/lib/systemd/system/ssh.service": "[Unit]\nDescription=sshd\n",
+        "usr/lib/systemd/system/install-only.target": "[Unit]\n",
+        "usr/lib/systemd/system/unrelated.service": "[Unit]\n",
+    }
+    for rel, text in units.items():
+        (tree / rel).write_text(text + "# padding\n" * 20)
+    (etc / "multi-user.target.wants/ssh.socket").symlink_to("/usr/lib/systemd/system/ssh.socket")
+    with _published(tmp_path, "units.cernvm.test", tree, cache_dir=tmp_path / "c") as repo:
+        assert repo.store.cache is not None
+        plain = repo.store.plain_cache = PlainCache(repo.store.cache.root)
+        plain.hold()  # as the daemon does
+
+        def cached() -> set[str]:
+            return {rel for rel in units if plain.has(repo.stat(f"/{rel}").content_hash or "", "")}
+
+        p = fuse.InOrderPrefetcher(repo)
+        p.opened(repo.stat("/usr/lib/systemd/system/multi-user.target"))
+        p.close(finish=True)
+        assert cached() == {
+            f"{d}/{n}"
+            for d, names in (
+                ("usr/lib/systemd/system", ("multi-user.target", "basic.target", "getty@.service")),
+                ("usr/lib/systemd/system", ("ssh.socket", "ssh.service")),
+                ("etc/systemd/system", ("rescue.service",)),
+            )
+            for n in names
+        }
+        assert p._pending == set()
