@@ -441,9 +441,21 @@ def test_a_one_shot_one_page_rebuild_imports_jinja2_in_its_render_child(tmp_path
     assert _tree(tmp_path / "2") == before
 
 
+#: a wrapper the entries below put on a function: it writes ``words`` to stderr when called
+SAID = """
+def said(owner, name, words):
+    real = getattr(owner, name)
+    def spoke(*args, **kw):
+        os.write(2, f"{words}\\n".encode())
+        return real(*args, **kw)
+    setattr(owner, name, spoke)
+"""
+
+
 #: the CLI's entry with the render child forked (a core idle), which reports the process that makes
 #: each search shard; with "fail" last, a shard made in the child fails there (an OSError)
-SHARD_ENTRY = """
+SHARD_ENTRY = (
+    """
 import os, sys
 from cernvm_build.site import renderchild
 renderchild.idle_core = lambda: True
@@ -458,18 +470,15 @@ def spy(*args, **kw):
         raise OSError(28, "No space left on device")
     return real(*args, **kw)
 search.write_shard = spy
-def said(owner, name, words):
-    real = getattr(owner, name)
-    def spoke(*args, **kw):
-        os.write(2, f"{words}\\n".encode())
-        return real(*args, **kw)
-    setattr(owner, name, spoke)
-said(search.Offload, "take", "shard taken")
+"""
+    + SAID
+    + """said(search.Offload, "take", "shard taken")
 said(build.State, "prune_md", "state pruned")
 from cernvm_build.cli.main import main
 sys.argv = ["cernvm-build", *sys.argv[1:]]
 sys.exit(main())
 """
+)
 
 
 @pytest.mark.parametrize("fail", [False, True], ids=["child", "child-fails"])
@@ -623,24 +632,22 @@ def test_a_folder_whose_path_is_not_utf8_is_one_usage_line(
 
 #: the CLI's entry with a core idle, which says when the render child is forked and when the build
 #: reads its outputs table and starts git's log (the steps that need not come before the fork)
-ORDER_ENTRY = """
+ORDER_ENTRY = (
+    """
 import os, sys
 from cernvm_build.site import renderchild
 renderchild.idle_core = lambda: True
 from cernvm_build.site import build, gitdates
-def said(owner, name, words):
-    real = getattr(owner, name)
-    def spoke(*args, **kw):
-        os.write(2, f"{words}\\n".encode())
-        return real(*args, **kw)
-    setattr(owner, name, spoke)
-said(renderchild.RenderChild, "start", "child forked")
+"""
+    + SAID
+    + """said(renderchild.RenderChild, "start", "child forked")
 said(build.State, "outputs", "outputs read")
 said(gitdates, "start", "git started")
 from cernvm_build.cli.main import main
 sys.argv = ["cernvm-build", *sys.argv[1:]]
 sys.exit(main())
 """
+)
 
 
 def test_a_one_page_rebuild_forks_its_render_child_before_the_steps_that_need_not_come_first(
