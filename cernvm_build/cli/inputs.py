@@ -63,9 +63,8 @@ def name_or_path(suffixes: tuple[str, ...]) -> Callable[[str], str]:
 
     def parse(text: str) -> str:
         # a path: '~/p.yaml' quoted (or after '=') too, which the profile's resolver expands
-        path = "/" in text or text.endswith(suffixes)
-        if path and not os.path.lexists(os.path.expanduser(text)):
-            raise InputMissing(text, "file or folder")
+        if "/" in text or text.endswith(suffixes):
+            _there(os.path.expanduser(text), "file or folder")
         return text
 
     return parse

@@ -176,7 +176,7 @@ _PLACE_ERRNOS = {
 @contextlib.contextmanager
 def _making(fmt: str, staged: _Staged, output: str) -> Iterator[None]:
     """The ``fmt`` format's writing (its ``output`` first): its error names the format, and that
-    output where a file in the work folder failed."""
+    output where a file in the work folder failed (a file elsewhere keeps its own error)."""
     try:
         yield
     except CernVMError as e:  # its class, hint and exit code kept
@@ -187,8 +187,11 @@ def _making(fmt: str, staged: _Staged, output: str) -> Iterator[None]:
         if hint is None or not isinstance(e.filename, (str, Path)):
             raise
         where = Path(e.filename)
-        if where.is_relative_to(staged.dir):
-            where = staged.out / output
+        if not where.is_relative_to(staged.dir):
+            # elsewhere (the hub's stratum, a cache): the CLI's line names that file and its own
+            # file system's hint; this one would send the user to the output folder
+            raise
+        where = staged.out / output
         raise BuildError(
             f"the {fmt} format: cannot write it: {e.strerror}",
             where=shown(str(where)),

@@ -12,8 +12,9 @@ COMMANDS = [
     ["cvmfs", "export", "SRC", "DEST", "-j"],
     ["cvmfs", "monitor", "SRC", "-j"],
     ["cvmfs", "replicate", "SRC", "DEST", "-j"],
-    ["mirror", "yum", "./repo", "s3://b/p", "--jobs"],
-    ["mirror", "sync", "FOLDER", "s3://b/p", "--jobs"],
+    # (a folder that is there: what a command line names to read is checked as it is parsed)
+    ["mirror", "yum", ".", "s3://b/p", "--jobs"],
+    ["mirror", "sync", ".", "s3://b/p", "--jobs"],
     ["release", "build", "2026.11-1", "--jobs"],
     ["site", "build", "--jobs"],
 ]
