@@ -1358,11 +1358,11 @@ def test_verify_without_cert_says_the_signer_is_not_trusted(
             "argument --initrd-level: '0': expected a whole number from 1 to 12",
         ),
         (
-            ["seed", "demo", "--trace", "t", "-o", "s.qcow2", "-j", "0"],
+            ["seed", "demo", "--trace", "/dev/null", "-o", "s.qcow2", "-j", "0"],
             "argument -j/--jobs: '0': expected a whole number from 1 to 64",
         ),
         (
-            ["seed", "demo", "--trace", "t", "-o", "s.qcow2", "-j", "100000"],
+            ["seed", "demo", "--trace", "/dev/null", "-o", "s.qcow2", "-j", "100000"],
             "argument -j/--jobs: '100000': expected a whole number from 1 to 64",
         ),
     ],
