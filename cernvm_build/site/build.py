@@ -301,6 +301,14 @@ class Builder:
                     f"cannot write the build state {self.cache_dir / 'state.sqlite'}: {e}",
                     hint=f"free space on the cache's disk ({self.cache_dir}), then build again",
                 ) from None
+            if _io_error(e):
+                # SQLite's SQLITE_IOERR: a disk so full that the WAL index (-shm) cannot be mapped
+                # meets the open as "disk I/O error", not as a full disk (a traceback)
+                raise BuildError(
+                    f"cannot read or write the build state {self.cache_dir / 'state.sqlite'}: {e}",
+                    hint=f"free space on the cache's disk ({self.cache_dir}) and check it for errors"
+                    " (the kernel's log), then build again",
+                ) from None
             if not is_damage(e):
                 raise
             # damage the open did not see (a page read later): the state is a cache, deleted here so
@@ -750,6 +758,11 @@ def _edited(snap: Snapshot | None, keys: dict[str, str]) -> set[str] | None:
 
 def build_site(site_dir: Path, out_dir: Path, **kw: Any) -> BuildReport:
     return Builder(site_dir, out_dir, **kw).build()
+
+
+def _io_error(e: sqlite3.DatabaseError) -> bool:
+    """SQLITE_IOERR and its extended codes (a forked worker's keeps its message)."""
+    return str(getattr(e, "sqlite_errorname", None)).startswith("SQLITE_IOERR") or "disk I/O error" in str(e)
 
 
 def _disk_full(e: sqlite3.DatabaseError) -> bool:
