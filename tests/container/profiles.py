@@ -24,3 +24,13 @@ def local_profile(
         "container:\n"
         "  formats: !replace [oci]\n"
     )
+
+
+def publish_lines(cli: str, fqrn: str, work: Path) -> str:
+    """Shell lines that make keys and a repository in ``work`` and publish ``work/tree`` into it (the
+    full-disk tests' setup inside their mount namespace; exit 98/97/96 name the step that failed)."""
+    return (
+        f"{cli} cvmfs keygen {fqrn} --out {work}/keys -q || exit 98\n"
+        f"{cli} cvmfs create {work}/repo --fqrn {fqrn} --keys {work}/keys -q || exit 97\n"
+        f"{cli} cvmfs publish {work}/repo {work}/tree --keys {work}/keys -q || exit 96\n"
+    )

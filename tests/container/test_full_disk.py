@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from tests.container.profiles import local_profile
+from tests.container.profiles import local_profile, publish_lines
 from tests.support.tmpfsns import in_namespace, needs_unshare
 
 FQRN = "full.pr28a.test"
@@ -28,9 +28,7 @@ def test_a_full_disk_names_the_output_or_the_scratch_file(tmp_path: Path) -> Non
     build = f"{cli} container {tmp_path}/prof.yaml --source {tmp_path}/repo --format oci,docker-archive -q"
     script = f"""
         mount -t tmpfs -o size=400k none {mnt} || exit 99
-        {cli} cvmfs keygen {FQRN} --out {tmp_path}/keys -q || exit 98
-        {cli} cvmfs create {tmp_path}/repo --fqrn {FQRN} --keys {tmp_path}/keys -q || exit 97
-        {cli} cvmfs publish {tmp_path}/repo {tmp_path}/tree --keys {tmp_path}/keys -q || exit 96
+        {publish_lines(cli, FQRN, tmp_path)}
         CERNVM_CACHE_DIR={tmp_path}/cache {build} --out {mnt}/out 2>{tmp_path}/out.err
         rm -rf {mnt}/out
         CERNVM_CACHE_DIR={mnt}/cache {build} --out {tmp_path}/out2 2>{tmp_path}/scratch.err || exit 95
@@ -82,9 +80,7 @@ def test_a_format_that_fails_leaves_the_earlier_outputs_whole_and_is_named(tmp_p
     )
     script = f"""
         mount -t tmpfs -o size=64m none {mnt} || exit 99
-        {cli} cvmfs keygen {FQRN} --out {tmp_path}/keys -q || exit 98
-        {cli} cvmfs create {tmp_path}/repo --fqrn {FQRN} --keys {tmp_path}/keys -q || exit 97
-        {cli} cvmfs publish {tmp_path}/repo {tmp_path}/tree --keys {tmp_path}/keys -q || exit 96
+        {publish_lines(cli, FQRN, tmp_path)}
         {build} || exit 95
         cp -a {mnt}/out {tmp_path}/first
         echo new > {tmp_path}/tree/usr/share/new

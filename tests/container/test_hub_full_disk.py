@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from tests.container.profiles import local_profile
+from tests.container.profiles import local_profile, publish_lines
 from tests.support.tmpfsns import in_namespace, needs_unshare
 
 FQRN = "hubfull.pr31a.test"
@@ -32,9 +32,7 @@ def test_a_full_disk_under_the_hub_names_its_scratch_folder(tmp_path: Path) -> N
     )
     script = f"""
         mount -t tmpfs -o size=400k none {mnt} || exit 99
-        {cli} cvmfs keygen {FQRN} --out {tmp_path}/keys -q || exit 98
-        {cli} cvmfs create {tmp_path}/repo --fqrn {FQRN} --keys {tmp_path}/keys -q || exit 97
-        {cli} cvmfs publish {tmp_path}/repo {tmp_path}/tree --keys {tmp_path}/keys -q || exit 96
+        {publish_lines(cli, FQRN, tmp_path)}
         {cli} cvmfs keygen {HUB} --out {tmp_path}/hubkeys -q || exit 95
         {cli} cvmfs create {mnt}/hub --fqrn {HUB} --keys {tmp_path}/hubkeys -q || exit 94
         {build} 2>{tmp_path}/full.err
