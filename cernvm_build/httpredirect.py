@@ -1,6 +1,7 @@
 """Which HTTP redirects a download follows: the one rule for the mirror's and cernvm-launch's
-downloads (``mirror.source.Deadlined``, requests) and launch's context URLs (``launch.contextsrc``,
-urllib). Standard library only: ``cernvm-launch`` imports it without requests.
+downloads (``mirror.source.Deadlined``, requests), launch's context URLs (``launch.contextsrc``,
+urllib) and the CernVM-FS fetcher (``cvmfs.fetch``). Standard library only: the initrd's mount and
+``cernvm-launch`` import it without requests.
 
 A hostile or broken server answers a GET with a redirect anywhere. Not followed: a scheme other than
 http(s) (urllib follows ftp://, and file:// would read this machine's files); https to http (apt
@@ -14,7 +15,6 @@ redirects a plain hostile server can send.
 
 from __future__ import annotations
 
-import ipaddress
 import socket
 from urllib.parse import urlsplit
 
@@ -26,6 +26,10 @@ def _block(host: str, port: int | None) -> str | None:
     """Which guarded block ``host`` is in ("loopback", "link-local"), by its literal address or,
     for a name, any address it resolves to; None outside them, or for a name that does not resolve
     (the connect then fails on its own)."""
+    # only on a redirect: the initrd's mount imports this module (through ``cvmfs.fetch``) and
+    # should not pay for ipaddress at every boot
+    import ipaddress
+
     try:
         addrs = [ipaddress.ip_address(host.split("%")[0])]
     except ValueError:
