@@ -7,9 +7,7 @@ nothing staged, memory bounded."""
 from __future__ import annotations
 
 import socket
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -19,47 +17,7 @@ from cernvm_build.errors import ConfigFileError, ImageError, MirrorError
 from cernvm_build.launch import catalog, contextsrc
 from cernvm_build.mirror.source import HttpSource
 from cernvm_build.mirror.yum import verify_yum
-from tests.support import listening
-
-#: what the endless redirect's server sends at most before it closes (the test's own bound: before
-#: the fix the client read it all, then followed the redirect)
-BODY_CAP = 256 << 20
-#: what it may have sent when the client reads none of it: the loopback socket buffers
-UNREAD_BOUND = 32 << 20
-
-
-@contextmanager
-def endless_redirect_body() -> Iterator[tuple[int, list[int]]]:
-    """A 302 whose body (no Content-Length, no end) is sent until the client hangs up or
-    ``BODY_CAP``; the redirect's target is a 404. Yields the port and the bytes sent per connection."""
-    sent: list[int] = []
-
-    def handle(conn: socket.socket) -> None:
-        with conn:
-            if b"/elsewhere" in conn.recv(65536):
-                conn.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-                return
-            conn.sendall(b"HTTP/1.1 302 Found\r\nLocation: /elsewhere\r\nConnection: close\r\n\r\n")
-            n = 0
-            block = b"x" * (1 << 20)
-            try:
-                while n < BODY_CAP:
-                    conn.sendall(block)
-                    n += len(block)
-            except OSError:
-                pass  # the client hung up
-            sent.append(n)
-
-    with listening(handle) as port:
-        yield port, sent
-
-
-def _wait(sent: list[int]) -> int:
-    for _ in range(200):  # the handler's thread records its count once the client has gone
-        if sent:
-            return sent[0]
-        threading.Event().wait(0.05)
-    raise AssertionError("the server never finished its answer")
+from tests.support import UNREAD_BOUND, endless_redirect_body, listening, sent_count
 
 
 def test_a_redirect_s_endless_body_is_never_read_by_the_mirror(tmp_path: Path) -> None:
@@ -69,7 +27,7 @@ def test_a_redirect_s_endless_body_is_never_read_by_the_mirror(tmp_path: Path) -
     with endless_redirect_body() as (port, sent):
         src = HttpSource(f"http://127.0.0.1:{port}/", tmp_path / "stage", timeout=10)
         assert src.read("repodata/repomd.xml") is None
-        assert _wait(sent) < UNREAD_BOUND
+        assert sent_count(sent) < UNREAD_BOUND
 
 
 def test_a_redirect_s_endless_body_is_never_read_by_a_context_url() -> None:
@@ -78,7 +36,7 @@ def test_a_redirect_s_endless_body_is_never_read_by_a_context_url() -> None:
         with pytest.raises(ConfigFileError, match="cannot fetch the context: HTTP 404") as e:
             contextsrc.read_context(f"http://127.0.0.1:{port}/ctx")
         assert "\n" not in e.value.message
-        assert _wait(sent) < UNREAD_BOUND
+        assert sent_count(sent) < UNREAD_BOUND
 
 
 def _redirect_to(location: bytes, hits: list[bytes]) -> Callable[[socket.socket], None]:
