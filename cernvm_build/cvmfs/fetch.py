@@ -15,7 +15,7 @@ import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from .. import lazylog
+from .. import httpredirect, lazylog
 from ..errors import CvmfsError, IntegrityError
 from ..fsutil import open_regular
 from ..numtext import decimal
@@ -376,6 +376,9 @@ class HttpFetcher(Fetcher):
                     raise _HttpStatus(url, resp.status, f"redirect to a bad URL {location[:200]!r}") from None
                 if scheme not in ("http", "https"):
                     raise _HttpStatus(url, resp.status, f"redirect to a non-HTTP URL {following[:200]!r}")
+                why = httpredirect.refusal(url, following)
+                if why:  # the downloads' one rule: not into loopback or link-local from outside
+                    raise _HttpStatus(url, resp.status, f"redirect to {following[:200]!r} refused: {why}")
                 if ok:  # given back before following: a redirect to the same server reuses it
                     self._release(key, conn)
                     ok = False

@@ -51,21 +51,11 @@ def get(url: str, *, floor: float | None = None) -> Iterator[tuple[Any, Any]]:
 
 
 def reason(e: BaseException) -> str:
-    """What went wrong at the bottom of a requests/urllib3 error, short, with what to check: the
-    error's own text is a chain of wrappers ("_HTTPPool(host=..., port=1): Max retries exceeded with
-    url: ... (Caused by NewConnectionError("_HTTPConnection(host=...") cut at 200 characters, which
-    never reached the "Connection refused" at its end."""
-    seen: set[int] = set()
-    while id(e) not in seen:
-        seen.add(id(e))
-        inner = getattr(e, "reason", None)  # urllib3's MaxRetryError
-        if not isinstance(inner, BaseException):
-            inner = next((a for a in e.args if isinstance(a, BaseException)), None) or e.__cause__
-        if inner is None:
-            break
-        e = inner
-    text = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
-    return f"{text[:200] or type(e).__name__}; check the URL and that the server is up"
+    """What went wrong at the bottom of a requests/urllib3 error (``mirror.source.failure``), with
+    what to check."""
+    from ..mirror.source import failure
+
+    return f"{failure(e)}; check the URL and that the server is up"
 
 
 def _late(url: str, dl: Any) -> ImageError:

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any, Protocol
-from urllib.parse import quote
+from urllib.parse import quote, urljoin
 
 import botocore.exceptions
 import requests
@@ -29,7 +29,9 @@ import requests.adapters
 import urllib3
 import urllib3.connection
 import urllib3.exceptions
+from requests.utils import requote_uri
 
+from .. import httpredirect
 from ..errors import MirrorError
 from ..fsutil import TooLarge, atomic_file, read_capped, remove_tree
 from .hashcache import HashCache, hash_stream
@@ -290,12 +292,42 @@ class _Adapter(requests.adapters.HTTPAdapter):
         return manager
 
 
+class _Session(requests.Session):
+    def get_redirect_target(self, resp: requests.Response) -> str | None:
+        # requests reads a redirect's body whole to follow it, even with allow_redirects=False (for
+        # ``Response.next``): with no target it never does; ``Deadlined.get`` follows them itself
+        return None
+
+
 def deadline_session() -> requests.Session:
-    """A ``requests.Session`` whose GETs ``Deadlined.get`` can stop before the headers arrive."""
-    session = requests.Session()
+    """A ``requests.Session`` whose GETs ``Deadlined.get`` can stop before the headers arrive, and
+    whose redirects only ``Deadlined.get`` follows."""
+    session = _Session()
     for prefix in ("http://", "https://"):
         session.mount(prefix, _Adapter())
     return session
+
+
+def failure(e: BaseException) -> str:
+    """What went wrong at the bottom of a requests/urllib3 error, short: the error's own text is a
+    chain of wrappers ("_HTTPPool(host=..., port=1): Max retries exceeded with url: ... (Caused by
+    NewConnectionError("_HTTPConnection(host=...") that never reached the "Connection refused" or
+    "got more than 100 headers" at its end within 200 characters."""
+    seen: set[int] = set()
+    while id(e) not in seen:
+        seen.add(id(e))
+        inner = getattr(e, "reason", None)  # urllib3's MaxRetryError
+        if not isinstance(inner, BaseException):
+            inner = next((a for a in e.args if isinstance(a, BaseException)), None) or e.__cause__
+        if inner is None:
+            break
+        e = inner
+    text = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+    return " ".join(text[:200].split()) or type(e).__name__
+
+
+class RedirectRefused(requests.exceptions.InvalidURL):
+    """A redirect ``httpredirect.refusal`` refuses."""
 
 
 class Deadlined:
@@ -325,12 +357,13 @@ class Deadlined:
 
     @contextlib.contextmanager
     def get(self, session: requests.Session, url: str, **kwargs: Any) -> Iterator[requests.Response]:
-        """``session.get(url, stream=True, **kwargs)`` (a ``deadline_session``) under the deadline."""
+        """``session.get(url, stream=True, **kwargs)`` (a ``deadline_session``) under the deadline,
+        redirects followed here (``_follow``), not by requests."""
         self._token = watchdog.arm(deadline(self.start, self.floor, 0), self._shut)
         try:
             _sending.conns = self._conns
             try:
-                resp = session.get(url, stream=True, **kwargs)
+                resp = self._follow(session, url, kwargs)
             except requests.RequestException:
                 raise
             except ValueError as e:
@@ -348,6 +381,26 @@ class Deadlined:
         finally:
             self._late = watchdog.disarm(self._token) or self._late
             self._token = None
+
+    def _follow(self, session: requests.Session, url: str, kwargs: dict[str, Any]) -> requests.Response:
+        """The GET of ``url`` after its redirects, each checked by ``httpredirect.refusal``.
+        requests read each redirect's body whole into memory before following it: a 302 with an
+        endless body took 2.7 GB in 30 s, past a 5 s deadline, to a MemoryError traceback (pr33a).
+        Here a redirect's body is never read."""
+        for _ in range(httpredirect.MAX_REDIRECTS + 1):
+            resp = session.get(url, stream=True, allow_redirects=False, **kwargs)
+            target = requests.Session.get_redirect_target(session, resp)
+            if target is None:
+                return resp
+            resp.close()  # unread: the connection is dropped, not reused
+            target = urljoin(url, requote_uri(target))
+            why = httpredirect.refusal(url, target)
+            if why:
+                raise RedirectRefused(f"a redirect to {target} ({why})")
+            url = target
+        raise requests.TooManyRedirects(
+            f"more than {httpredirect.MAX_REDIRECTS} redirects (the last to {url})"
+        )
 
     def moved(self, n: int) -> None:
         """``n`` more body bytes arrived: the deadline moves forward."""
@@ -404,9 +457,14 @@ class HttpSource:
             with dl.get(self.session, url, timeout=self.timeout, headers=headers) as resp:
                 if resp.status_code == 404:
                     return None
-                if resp.status_code >= 400:
+                if resp.status_code != 200:
+                    # a 206, 204 or 304 to a plain GET is not the file: it was staged as if it were
+                    # (an index then failed its parse or signature, a package its hash, with lines
+                    # blaming the repository, not the server)
                     raise MirrorError(
-                        f"{url}: HTTP {resp.status_code}", hint="check the URL; a re-run resumes the download"
+                        f"{url}: HTTP {resp.status_code} {resp.reason or ''}".rstrip()
+                        + ("" if resp.status_code >= 300 else ", not the file"),
+                        hint="check the URL; a re-run resumes the download",
                     )
                 with atomic_file(dest) as f:
                     for block in resp.raw.stream(min(CHUNK, limit), decode_content=False):
@@ -423,7 +481,7 @@ class HttpSource:
             if dl.late:
                 raise self._late(url, got, time.monotonic() - dl.start) from e
             raise MirrorError(
-                f"{url}: cannot download: {e.__class__.__name__}",
+                f"{url}: cannot download: {e.__class__.__name__}: {failure(e)}",
                 hint="check the URL and the network; a re-run resumes the download",
             ) from e
         self.fetched.add(rel)

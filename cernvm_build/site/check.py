@@ -296,16 +296,22 @@ def _check_external(
     """Each URL's problem (None: it answers)."""
     import requests  # deliberate lazy import: only --external probes the network
 
+    from ..mirror.source import Deadlined, deadline_session
+
     session = requests.Session()
-    session.headers["User-Agent"] = "cernvm-build-site-check/1"
+    # the GET's redirects are followed by Deadlined.get, their bodies unread: requests read each
+    # whole, and a 302 with an endless body took all the memory (pr33a); a HEAD's have none
+    getter = deadline_session()
+    for s in (session, getter):
+        s.headers["User-Agent"] = "cernvm-build-site-check/1"
 
     def probe(url: str) -> str | None:
         try:
-            r = session.head(url, allow_redirects=True, timeout=timeout)
-            if r.status_code in (403, 405, 501):
-                r = session.get(url, allow_redirects=True, timeout=timeout, stream=True)
-                r.close()
-            return None if r.status_code < 400 else f"HTTP {r.status_code}"
+            status = session.head(url, allow_redirects=True, timeout=timeout).status_code
+            if status in (403, 405, 501):
+                with Deadlined(timeout).get(getter, url, timeout=timeout) as r:
+                    status = r.status_code
+            return None if status < 400 else f"HTTP {status}"
         except requests.RequestException as e:
             return type(e).__name__
         except ValueError as e:

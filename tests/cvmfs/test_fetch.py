@@ -440,6 +440,12 @@ def test_a_local_source_s_fifo_or_folder_is_refused_at_once(tmp_path: Path, kind
     [
         ("http://[x", "HTTP 302 redirect to a bad URL 'http://[x'"),
         ("{dead}/x", "redirected to '{dead}/x': "),
+        # pr33a: a cloud's metadata service, never asked (httpredirect's rule, as the downloads')
+        (
+            "http://169.254.169.254/latest/meta-data/",
+            "HTTP 302 redirect to 'http://169.254.169.254/latest/meta-data/' refused:"
+            " into a link-local address, from 127.0.0.1",
+        ),
     ],
 )
 def test_a_redirect_that_fails_names_where_it_led(location: str, error: str) -> None:

@@ -236,3 +236,21 @@ def test_external_links_kept_per_url_are_bounded_and_counted(
     assert report.problems == [] and report.broken == 0 and report.external == 1
     assert report.skipped == 2 and report.skipped_first == "ok.html:2"
     assert report.to_json()["skipped"] == 2
+
+
+@pytest.mark.integration
+def test_an_external_link_s_get_never_reads_a_redirect_s_body(tmp_path: Path) -> None:
+    """pr33a: a server refusing HEAD (405) sends the probe's GET a 302 with an endless body:
+    requests read it whole before following (all the memory, in a thread the deadline only leaves
+    behind). The GET's redirects are followed unread (``Deadlined.get``); the target answers."""
+    from tests.support import UNREAD_BOUND, endless_redirect_body, sent_count
+
+    with endless_redirect_body() as (port, sent):
+        out = tmp_path / "out"
+        out.mkdir()
+        (out / "index.html").write_text(f'<a href="http://127.0.0.1:{port}/x">x</a>\n')
+        report = check_site(out, BASE, external=True, timeout=5)
+        assert sent_count(sent) < UNREAD_BOUND
+    assert [str(p) for p in report.problems] == [
+        f"index.html:1: external link 'http://127.0.0.1:{port}/x': HTTP 404"
+    ]

@@ -168,6 +168,54 @@ def listening(handle: Callable[[socket.socket], None]) -> Iterator[int]:
         listener.close()
 
 
+#: what the endless redirect's server sends at most before it closes (the test's own bound: before
+#: the fix the client read it all, then followed the redirect)
+BODY_CAP = 256 << 20
+#: what it may have sent when the client reads none of it: the loopback socket buffers
+UNREAD_BOUND = 32 << 20
+
+
+@contextlib.contextmanager
+def endless_redirect_body() -> Iterator[tuple[int, list[int]]]:
+    """A 302 whose body (no Content-Length, no end) is sent until the client hangs up or
+    ``BODY_CAP``; the redirect's target is a 404. Yields the port and the bytes sent per connection."""
+    sent: list[int] = []
+
+    def handle(conn: socket.socket) -> None:
+        with conn:
+            request = conn.recv(65536)
+            if request.startswith(b"HEAD "):  # a link checker's first question: refused, it GETs
+                conn.sendall(
+                    b"HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                )
+                return
+            if b"/elsewhere" in request:
+                conn.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                return
+            conn.sendall(b"HTTP/1.1 302 Found\r\nLocation: /elsewhere\r\nConnection: close\r\n\r\n")
+            n = 0
+            block = b"x" * (1 << 20)
+            try:
+                while n < BODY_CAP:
+                    conn.sendall(block)
+                    n += len(block)
+            except OSError:
+                pass  # the client hung up
+            sent.append(n)
+
+    with listening(handle) as port:
+        yield port, sent
+
+
+def sent_count(sent: list[int]) -> int:
+    """What ``endless_redirect_body`` sent on its redirect's connection, once it has ended."""
+    for _ in range(200):  # the handler's thread records its count once the client has gone
+        if sent:
+            return sent[0]
+        threading.Event().wait(0.05)
+    raise AssertionError("the server never finished its answer")
+
+
 #: ext4's "top of a directory hierarchy" inode flag (``chattr +T``, ``fsutil.spread_subdirectories``)
 FS_TOPDIR_FL = 0x00020000
 
