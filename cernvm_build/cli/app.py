@@ -31,7 +31,7 @@ from ..errors import EXIT_CODES, EXIT_INTERRUPTED, EXIT_TERMINATED, CernVMError,
 from ..procexit import end_process
 from ..report import Reporter
 from ..termtext import visible
-from . import extras
+from . import extras, inputs
 
 Handler = Callable[[argparse.Namespace, "Output"], int]
 
@@ -674,6 +674,16 @@ def asks_json(argv: Sequence[str]) -> bool:
     return False
 
 
+def asks_help(argv: Sequence[str]) -> bool:
+    """Whether ``-h``/``--help`` (or argparse's ``--he``...) is among ``argv``'s words (before a ``--``)."""
+    for word in argv:
+        if word == "--":
+            return False
+        if word == "-h" or (len(word) > 2 and "--help".startswith(word)):
+            return True
+    return False
+
+
 def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None, *, own_process: bool = False) -> int:
     """The one handler of both entry points: a CernVMError is one line, a hint and its class's exit
     code (``errors.EXIT_CODES``); Ctrl-C exits 130 and SIGTERM 143, after undoing what was half-done.
@@ -684,6 +694,11 @@ def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None, *, own_proc
     _argv_parsed = sys.argv[1:] if argv is None else argv
     _json_asked = asks_json(_argv_parsed)
     try:
+        if asks_help(_argv_parsed):
+            with inputs.unchecked():
+                args = parser.parse_args(argv)  # (exits 0 at the --help)
+        # (a line argparse took no --help in: ``-h`` an option's value, a word of the missing-extra
+        # stand-in) parsed as any other, its inputs checked
         args = parser.parse_args(argv)
     except KeyboardInterrupt:
         return stopped_early(_argv_parsed)
