@@ -293,7 +293,8 @@ class Mounted:
         each one line (``visible``), then a line per warning and note."""
         fields = (self.fqrn, str(self.revision), self.root_hash, self.tag or "", self.cache or "")
         head = "\t".join(["ok", *(visible(f, one_line=True) for f in fields)])
-        lines = [head, *(f"warning\t{w}" for w in self.warnings), *(f"note\t{n}" for n in self.notes)]
+        said = [("warning", w) for w in self.warnings] + [("note", n) for n in self.notes]
+        lines = [head, *(f"{kind}\t{visible(line, one_line=True)}" for kind, line in said)]
         return "\n".join(lines)
 
 
@@ -598,7 +599,8 @@ def _say(mounted: Mounted) -> None:
     documented line, the warnings and notes go to stderr."""
     print(mounted.line(), flush=True)
     for line in [*mounted.warnings, *mounted.notes]:
-        print(line, file=sys.stderr, flush=True)
+        # a note quotes the pin file's path, which the CLI's Output shows visible: so does the init's log
+        print(visible(line, one_line=True), file=sys.stderr, flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -108,3 +108,17 @@ def test_the_pin_names_any_tag_on_one_visible_line_within_its_size(tmp_path: Pat
     lines = pin.read_text().split("\n")
     assert lines[0] == "ab" * 20 and lines[1].startswith("\\x1b]0;pwned\\x07\\x0ax") and lines[2:] == [""]
     assert mount.read_pin(pin) == ("ab" * 20, None)
+
+
+def test_the_mounts_warnings_are_visible_lines_in_the_inits_log_and_on_the_wire(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The pin file's note quotes its path: the initrd's entry point (``_say``) printed it raw to the
+    console, and the daemon's report (``wire``) split a path holding a newline into a line of its own."""
+    mounted = mount.Mounted("x.test", 2, "ab" * 20, "t\x1b]0;pwned\x07", "/m", None, 1)
+    mounted.warnings.append(mount._pin_ignored(Path("/p\x1b[2J\nnote\tforged"), "empty"))
+    mount._say(mounted)
+    out, err = capsys.readouterr()
+    assert out.endswith("tag t\\x1b]0;pwned\\x07\n") and err.count("\n") == 1 and "\x1b" not in err, err
+    back = mount._from_wire(mounted.wire(), "/m", 1)
+    assert back is not None and back.notes == [] and back.warnings == [err.rstrip("\n")]
