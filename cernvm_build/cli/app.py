@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 if TYPE_CHECKING:
+    from _typeshed import SupportsWrite
     from rich.console import Console
     from rich.progress import Progress
     from rich.text import Text
@@ -177,10 +178,18 @@ _PIPE_WIDTH = 100_000
 def _reader_left() -> None:
     """stdout's reader left (``| head -1``) while rich wrote: as ``run()`` ends any broken pipe, exit 0.
     rich's own handler raised SystemExit(1), so a table cut short exited 1 and a --json one 0."""
-    null = os.open(os.devnull, os.O_WRONLY)  # the interpreter's last flush of stdout goes nowhere
-    os.dup2(null, sys.stdout.fileno())
-    os.close(null)
+    _stdout_gone()
     raise BrokenPipeError(errno.EPIPE, os.strerror(errno.EPIPE))
+
+
+def _stdout_gone() -> None:
+    """The interpreter's last flush of stdout goes nowhere (its reader left, its disk is full): it
+    would fail again at the exit ("Exception ignored", exit 120)."""
+    with contextlib.suppress(OSError, ValueError):  # (no descriptor: a caller's own stream)
+        fd = sys.stdout.fileno()
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, fd)
+        os.close(null)
 
 
 def _quiet_when_gone(console: Console) -> Console:
@@ -508,6 +517,17 @@ def group_handler(parser: argparse.ArgumentParser) -> Handler:
 class ArgumentParser(argparse.ArgumentParser):
     """argparse that reports usage errors in our one-line style with exit code 2."""
 
+    def _print_message(self, message: str, file: SupportsWrite[str] | None = None) -> None:
+        # argparse drops a failed write: `--help >/dev/full` exited 0 with no help written. stdout's
+        # (help, version) is the command's result: its error reaches ``run``; stderr's stays dropped
+        if not message:
+            return
+        if file is sys.stdout:
+            print(message, end="", file=file, flush=True)
+            return
+        with contextlib.suppress(OSError):
+            (file or sys.stderr).write(message)
+
     def error(self, message: str) -> NoReturn:
         # argparse reports a subcommand's unknown flag from the top parser: `cernvm-build image el9
         # --plan` showed the top usage and "see 'cernvm-build --help'" (pr24b finding 13)
@@ -705,6 +725,16 @@ def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None, *, own_proc
     except CernVMError as e:  # an argument's type found it wrong (``cli.inputs``: a file not there)
         Output(json_mode=_json_asked).error(e)
         return e.exit_code
+    except BrokenPipeError:  # ``--help | head -1``: as a command's output cut short
+        _stdout_gone()
+        return 0
+    except OSError as e:  # --help or --version to a full disk (``ArgumentParser._print_message``)
+        err = _environment_error(e)
+        if err is None:
+            raise
+        _stdout_gone()  # (what stdout still holds is not written again at the exit)
+        Output(json_mode=_json_asked).error(err)
+        return err.exit_code
     finally:
         _json_asked, _argv_parsed = False, ()
     # told to the command (the parser's ``ends_process`` says it may end, this that it will), which may

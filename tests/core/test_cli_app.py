@@ -143,6 +143,25 @@ def test_json_mode_error_is_one_json_document(capsys: pytest.CaptureFixture[str]
     assert capsys.readouterr().out == ""
 
 
+@pytest.mark.parametrize("argv", [["--help"], ["--version"], ["image", "verify", "/nonexistent-lf33a", "-h"]])
+def test_help_onto_a_full_stdout_is_one_line_and_exit_1(argv: list[str]) -> None:
+    """argparse drops its help's failed write: ``--help >/dev/full`` exited 0, nothing written; cut
+    short by its reader (``| head -1``) it stays exit 0, with no "Exception ignored" at the exit."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    command = [sys.executable, "-P", "-m", "cernvm_build.cli.main", *argv]
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(command, stdout=full, stderr=subprocess.PIPE, text=True, env=env, timeout=120)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.startswith("error: No space left on device\n") and done.stderr.count("\n") == 2
+    read, write = os.pipe()
+    with subprocess.Popen(command, stdout=write, stderr=subprocess.PIPE, text=True, env=env) as p:
+        os.close(write)
+        os.read(read, 1)
+        os.close(read)  # the reader leaves after one byte
+        err = p.communicate(timeout=120)[1]
+    assert p.returncode == 0 and err == "", err
+
+
 def test_json_mode_onto_a_full_stdout_is_one_line(tmp_path: Path) -> None:
     # the error's JSON document went to the stdout that had just failed: a traceback (pr24b finding 11)
     with open("/dev/full", "w") as full:
