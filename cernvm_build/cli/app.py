@@ -676,7 +676,9 @@ def standard_streams() -> None:
     stdout = sys.stdout
     if (
         isinstance(stdout, io.TextIOWrapper)
-        and stdout.errors == "strict"
+        # (surrogateescape: Python's own for the C locale with its UTF-8 mode off, PYTHONUTF8=0: a
+        # 'μ' was a UnicodeEncodeError traceback there too)
+        and stdout.errors in ("strict", "surrogateescape")
         and codecs.lookup(stdout.encoding).name != "utf-8"
     ):
         stdout.reconfigure(errors="backslashreplace")

@@ -235,6 +235,31 @@ def test_help_under_a_locale_that_is_not_utf8_is_no_traceback() -> None:
     assert "\u03bcCernVM" in json.loads(schema.stdout)["properties"]["bootloader"]["description"]
 
 
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"PYTHONIOENCODING": "latin-1"},
+        {"PYTHONUTF8": "0", "LC_ALL": "C", "LANG": "C"},
+        {"PYTHONUTF8": "0", "LC_ALL": "POSIX"},
+    ],
+    ids=["latin-1", "C", "POSIX"],
+)
+def test_yaml_under_a_locale_that_is_not_utf8_loads_as_the_values(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    """``profiles show --resolved``'s YAML under a locale that lacks a value's character: stdout wrote
+    it as ``\\u03bc`` in a plain scalar, which loads as six other characters; in the C locale with
+    Python's UTF-8 mode off (stdout's errors ``surrogateescape``) it was a UnicodeEncodeError traceback."""
+    import yaml
+
+    mine = tmp_path / "mu.yaml"
+    mine.write_text('format: 1\nextends: el9\ndescription: "\u03bcCernVM f\u00fcr \u00dcn\u00efcode"\n')
+    done = _entry_point("profiles", "show", str(mine), "--resolved", **env)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    assert yaml.safe_load(done.stdout)["description"] == "\u03bcCernVM f\u00fcr \u00dcn\u00efcode"
+    assert _entry_point("--help", **env).returncode == 0
+
+
 def test_an_unknown_flag_of_a_subcommand_names_the_subcommand(capsys: pytest.CaptureFixture[str]) -> None:
     # argparse reports it from the top parser: its usage and "see 'cernvm-build --help'" (pr24b finding 13)
     with pytest.raises(SystemExit) as e:
