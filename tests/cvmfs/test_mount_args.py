@@ -114,11 +114,17 @@ def test_the_mounts_warnings_are_visible_lines_in_the_inits_log_and_on_the_wire(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """The pin file's note quotes its path: the initrd's entry point (``_say``) printed it raw to the
-    console, and the daemon's report (``wire``) split a path holding a newline into a line of its own."""
-    mounted = mount.Mounted("x.test", 2, "ab" * 20, "t\x1b]0;pwned\x07", "/m", None, 1)
+    console, and the daemon's report (``wire``) split a path holding a newline into a line of its own;
+    the tag it sent was ``visible``'s form, which the daemon's ``--json`` then held instead of the name."""
+    mounted = mount.Mounted("x.test", 2, "ab" * 20, "t\x1b]0;pwned\x07\\x1b\udcff", "/m", "/c\tx", 1)
     mounted.warnings.append(mount._pin_ignored(Path("/p\x1b[2J\nnote\tforged"), "empty"))
     mount._say(mounted)
     out, err = capsys.readouterr()
-    assert out.endswith("tag t\\x1b]0;pwned\\x07\n") and err.count("\n") == 1 and "\x1b" not in err, err
-    back = mount._from_wire(mounted.wire(), "/m", 1)
-    assert back is not None and back.notes == [] and back.warnings == [err.rstrip("\n")]
+    assert out.endswith("tag t\\x1b]0;pwned\\x07\\x1b\\xff\n"), out
+    assert err.count("\n") == 1 and "\x1b" not in err, err
+    wire = mounted.wire()
+    assert wire.isascii() and wire.count("\n") == 1
+    back = mount._from_wire(wire, "/m", 1)
+    # read back as it was: the daemon's --json holds the tag itself, as the foreground's does
+    assert back is not None and back.to_json() == mounted.to_json()
+    assert (back.notes, back.warnings) == ([], mounted.warnings)
