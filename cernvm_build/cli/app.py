@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 if TYPE_CHECKING:
+    from _typeshed import SupportsWrite
     from rich.console import Console
     from rich.progress import Progress
     from rich.text import Text
@@ -31,7 +32,7 @@ from ..errors import EXIT_CODES, EXIT_INTERRUPTED, EXIT_TERMINATED, CernVMError,
 from ..procexit import end_process
 from ..report import Reporter
 from ..termtext import visible
-from . import extras
+from . import extras, inputs
 
 Handler = Callable[[argparse.Namespace, "Output"], int]
 
@@ -177,10 +178,18 @@ _PIPE_WIDTH = 100_000
 def _reader_left() -> None:
     """stdout's reader left (``| head -1``) while rich wrote: as ``run()`` ends any broken pipe, exit 0.
     rich's own handler raised SystemExit(1), so a table cut short exited 1 and a --json one 0."""
-    null = os.open(os.devnull, os.O_WRONLY)  # the interpreter's last flush of stdout goes nowhere
-    os.dup2(null, sys.stdout.fileno())
-    os.close(null)
+    _stdout_gone()
     raise BrokenPipeError(errno.EPIPE, os.strerror(errno.EPIPE))
+
+
+def _stdout_gone() -> None:
+    """The interpreter's last flush of stdout goes nowhere (its reader left, its disk is full): it
+    would fail again at the exit ("Exception ignored", exit 120)."""
+    with contextlib.suppress(OSError, ValueError):  # (no descriptor: a caller's own stream)
+        fd = sys.stdout.fileno()
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, fd)
+        os.close(null)
 
 
 def _quiet_when_gone(console: Console) -> Console:
@@ -508,6 +517,17 @@ def group_handler(parser: argparse.ArgumentParser) -> Handler:
 class ArgumentParser(argparse.ArgumentParser):
     """argparse that reports usage errors in our one-line style with exit code 2."""
 
+    def _print_message(self, message: str, file: SupportsWrite[str] | None = None) -> None:
+        # argparse drops a failed write: `--help >/dev/full` exited 0 with no help written. stdout's
+        # (help, version) is the command's result: its error reaches ``run``; stderr's stays dropped
+        if not message:
+            return
+        if file is sys.stdout:
+            print(message, end="", file=file, flush=True)
+            return
+        with contextlib.suppress(OSError):
+            (file or sys.stderr).write(message)
+
     def error(self, message: str) -> NoReturn:
         # argparse reports a subcommand's unknown flag from the top parser: `cernvm-build image el9
         # --plan` showed the top usage and "see 'cernvm-build --help'" (pr24b finding 13)
@@ -656,7 +676,9 @@ def standard_streams() -> None:
     stdout = sys.stdout
     if (
         isinstance(stdout, io.TextIOWrapper)
-        and stdout.errors == "strict"
+        # (surrogateescape: Python's own for the C locale with its UTF-8 mode off, PYTHONUTF8=0: a
+        # 'μ' was a UnicodeEncodeError traceback there too)
+        and stdout.errors in ("strict", "surrogateescape")
         and codecs.lookup(stdout.encoding).name != "utf-8"
     ):
         stdout.reconfigure(errors="backslashreplace")
@@ -674,6 +696,16 @@ def asks_json(argv: Sequence[str]) -> bool:
     return False
 
 
+def asks_help(argv: Sequence[str]) -> bool:
+    """Whether ``-h``/``--help`` (or argparse's ``--he``...) is among ``argv``'s words (before a ``--``)."""
+    for word in argv:
+        if word == "--":
+            return False
+        if word == "-h" or (len(word) > 2 and "--help".startswith(word)):
+            return True
+    return False
+
+
 def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None, *, own_process: bool = False) -> int:
     """The one handler of both entry points: a CernVMError is one line, a hint and its class's exit
     code (``errors.EXIT_CODES``); Ctrl-C exits 130 and SIGTERM 143, after undoing what was half-done.
@@ -684,12 +716,27 @@ def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None, *, own_proc
     _argv_parsed = sys.argv[1:] if argv is None else argv
     _json_asked = asks_json(_argv_parsed)
     try:
+        if asks_help(_argv_parsed):
+            with inputs.unchecked():
+                args = parser.parse_args(argv)  # (exits 0 at the --help)
+        # (a line argparse took no --help in: ``-h`` an option's value, a word of the missing-extra
+        # stand-in) parsed as any other, its inputs checked
         args = parser.parse_args(argv)
     except KeyboardInterrupt:
         return stopped_early(_argv_parsed)
     except CernVMError as e:  # an argument's type found it wrong (``cli.inputs``: a file not there)
         Output(json_mode=_json_asked).error(e)
         return e.exit_code
+    except BrokenPipeError:  # ``--help | head -1``: as a command's output cut short
+        _stdout_gone()
+        return 0
+    except OSError as e:  # --help or --version to a full disk (``ArgumentParser._print_message``)
+        err = _environment_error(e)
+        if err is None:
+            raise
+        _stdout_gone()  # (what stdout still holds is not written again at the exit)
+        Output(json_mode=_json_asked).error(err)
+        return err.exit_code
     finally:
         _json_asked, _argv_parsed = False, ()
     # told to the command (the parser's ``ends_process`` says it may end, this that it will), which may

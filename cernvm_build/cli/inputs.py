@@ -9,16 +9,33 @@ is gone is checked by the reader (``cvmfs.repository``), which raises the same e
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from ..errors import InputMissing
 
+#: False while a line asking for ``--help`` is parsed (``unchecked``)
+_checking = True
+
+
+@contextlib.contextmanager
+def unchecked() -> Iterator[None]:
+    """Inputs taken as named, not looked for: ``--help`` prints help and exits 0 whatever else the line
+    holds (argparse converts a positional before it reaches a ``--help`` after it, and a missing one
+    was the missing-file error, exit 2)."""
+    global _checking
+    _checking = False
+    try:
+        yield
+    finally:
+        _checking = True
+
 
 def _there(text: str, what: str) -> Path:
-    if not os.path.lexists(text):
+    if _checking and not os.path.lexists(text):
         raise InputMissing(text, what)
     return Path(text)
 

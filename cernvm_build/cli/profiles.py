@@ -137,16 +137,26 @@ def cmd_show(args: argparse.Namespace, out: Output) -> int:
         for line in read_from + [f"input: {path}" for path in d.pop("inputs", [])]:
             out.print(f"# {visible(line, one_line=True)}", markup=False)  # a path's newline ends no comment
         text = yaml.safe_dump(d, sort_keys=False, allow_unicode=True)
-        if visible(text) != text:
+        if visible(text) != text or not _encodable(text):
             # a character the terminal must not get raw (a bidi override, a zero-width space, NEL):
             # YAML's own escapes, in double quotes, so what is printed still loads as the values;
             # ``visible`` made them ``\u202e`` in a plain scalar, which loads as six other characters
-            # (pr26b finding 6)
+            # (pr26b finding 6); so is a character stdout's encoding lacks (a non-UTF-8 locale), which
+            # stdout writes as ``\u03bc``: in a plain scalar that too loaded as other characters
             text = yaml.safe_dump(d, sort_keys=False, allow_unicode=False)
         out.print(text.rstrip(), lines=True, markup=False)
 
     out.data(data, render)
     return 0
+
+
+def _encodable(text: str) -> bool:
+    """Whether stdout's encoding (the locale's) holds every character of ``text``."""
+    try:
+        text.encode(getattr(sys.stdout, "encoding", None) or "utf-8")
+    except (UnicodeEncodeError, LookupError):
+        return False
+    return True
 
 
 def _lookup(data: dict[str, Any], key: str) -> Any:

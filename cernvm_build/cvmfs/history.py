@@ -8,6 +8,7 @@ from pathlib import Path
 
 from .. import utcdate
 from ..errors import CvmfsError
+from ..termtext import is_utf8
 from .catalog import plain_schema, read_properties
 from .limits import MAX_TAG_TEXT, MAX_TAGS, human
 
@@ -130,6 +131,8 @@ class History:
         return tags
 
     def by_name(self, name: str) -> Tag | None:
+        if not is_utf8(name):  # a command line's byte that is no UTF-8 (os.fsdecode's): SQLite's traceback
+            return None
         # LIMIT 1: the server's schema makes a name unique, a hostile database need not (a million
         # rows of one name were read whole)
         rows = self._rows("WHERE name = ?", (name,), limit=1)

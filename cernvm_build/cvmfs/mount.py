@@ -290,11 +290,19 @@ class Mounted:
 
     def wire(self) -> str:
         """The daemon's report to the process that started it (``_from_wire``): tab-separated fields,
-        each one line (``visible``), then a line per warning and note."""
+        each one line of ASCII (``_escaped``), then a line per warning and note."""
         fields = (self.fqrn, str(self.revision), self.root_hash, self.tag or "", self.cache or "")
-        head = "\t".join(["ok", *(visible(f, one_line=True) for f in fields)])
-        lines = [head, *(f"warning\t{w}" for w in self.warnings), *(f"note\t{n}" for n in self.notes)]
+        head = "\t".join(["ok", *map(_escaped, fields)])
+        said = [("warning", w) for w in self.warnings] + [("note", n) for n in self.notes]
+        lines = [head, *(f"{kind}\t{_escaped(line)}" for kind, line in said)]
         return "\n".join(lines)
+
+
+def _escaped(text: str) -> str:
+    """``text`` as one line of ASCII that ``_from_wire`` reads back as it was: the tag of a daemon's
+    ``--json`` was ``visible``'s form (``\\x1b``), the foreground's the name itself; the caller
+    shows it visible where it prints it (``line``, ``Output``)."""
+    return text.encode("unicode_escape").decode("ascii")
 
 
 def _from_wire(text: str, mountpoint: str, pid: int) -> Mounted | None:
@@ -303,11 +311,19 @@ def _from_wire(text: str, mountpoint: str, pid: int) -> Mounted | None:
     fields = head.split("\t")
     if len(fields) != 6 or fields[0] != "ok" or not fields[2].isdigit():
         return None
-    fqrn, revision, root_hash, tag, cache = fields[1:]
+    try:
+        fqrn, revision, root_hash, tag, cache = (
+            f.encode("ascii").decode("unicode_escape") for f in fields[1:]
+        )
+        said = [
+            (kind, line.encode("ascii").decode("unicode_escape"))
+            for kind, _, line in (r.partition("\t") for r in rest)
+        ]
+    except UnicodeError:
+        return None
     mounted = Mounted(fqrn, int(revision), root_hash, tag or None, mountpoint, cache or None, pid)
-    for line in rest:
-        kind, _, said = line.partition("\t")
-        (mounted.warnings if kind == "warning" else mounted.notes).append(said)
+    for kind, line in said:
+        (mounted.warnings if kind == "warning" else mounted.notes).append(line)
     return mounted
 
 
@@ -598,7 +614,8 @@ def _say(mounted: Mounted) -> None:
     documented line, the warnings and notes go to stderr."""
     print(mounted.line(), flush=True)
     for line in [*mounted.warnings, *mounted.notes]:
-        print(line, file=sys.stderr, flush=True)
+        # a note quotes the pin file's path, which the CLI's Output shows visible: so does the init's log
+        print(visible(line, one_line=True), file=sys.stderr, flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -435,6 +435,7 @@ def _install(tree: Path, debdir: Path, files: list[debpkg.DebPackage], epoch: in
         log.unlink(missing_ok=True)
         raise
     if code != 0:
+        _raise_if_full(tree, log)
         kept = cache_dir("os") / "debian-build-failed.log"
         shutil.move(log, kept)
         lines = [ln for ln in kept.read_text(errors="replace").splitlines() if ln.strip()]
@@ -447,6 +448,41 @@ def _install(tree: Path, debdir: Path, files: list[debpkg.DebPackage], epoch: in
         )
     log.unlink()
     _check_installed(tree, len(files))
+
+
+#: free room under which a failed dpkg is taken for a full disk when its log does not say so (the
+#: log is on that disk: dpkg's error may be what could not be written)
+FULL_BELOW = 16 << 20
+#: what dpkg (and a maintainer script) prints for a full disk or quota
+_FULL_SAID = (os.strerror(errno.ENOSPC).encode(), os.strerror(errno.EDQUOT).encode())
+
+
+def _raise_if_full(tree: Path, log: Path) -> None:
+    """dpkg failed on a full disk (or one out of inodes): the CLI's one line naming the cache folder
+    and saying to free space, with nothing left behind (the tree goes with ``atomic_dir``, its log
+    here). It was "installing the Debian packages failed", its reason the log's last line ("Unpacking
+    zlib1g ..."), and the log kept on the full disk as ``debian-build-failed.log``."""
+    try:
+        st = os.statvfs(tree)
+        said = _says(log, _FULL_SAID)
+    except OSError:
+        return
+    if said or st.f_bavail * st.f_frsize < FULL_BELOW or (st.f_files and st.f_favail == 0):
+        log.unlink(missing_ok=True)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tree.parent))
+
+
+def _says(path: Path, phrases: tuple[bytes, ...]) -> bool:
+    """Whether the file holds one of ``phrases``, read in bounded pieces (a script's line may be long)."""
+    keep = max(map(len, phrases))
+    with path.open("rb") as f:
+        last = b""
+        while piece := f.read(1 << 20):
+            text = last + piece
+            if any(p in text for p in phrases):
+                return True
+            last = text[-keep:]
+    return False
 
 
 def install_log(tree: Path) -> Path:

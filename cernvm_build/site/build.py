@@ -239,11 +239,13 @@ class Builder:
             # only edited sources (the others as the last complete build had them, which pruned to
             # its keys): what can be stale is their former versions' rows (``State._prune``)
             former = old_keys if edited else None
-            state.prune_md(current, former)
+            # a failed build's rows beside the last complete build's: its code blocks are not known
+            # by key, so every row is listed against the whole set's (below)
+            strays = state.prune_md(current, former)
             suspects = None
             if former is not None:
                 suspects = {k for key in former if key in metas for k in metas[key].get("code", ())}
-                if recorded is not None and edited:
+                if recorded is not None and edited and not strays:
                     # planned from the state (``replan``: the stylesheet's key the last build's): only
                     # a block the edited pages no longer hold can be stale; none, and the rows are the
                     # last build's and the edited pages' new ones, as after a build with no edit (no

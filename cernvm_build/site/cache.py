@@ -361,26 +361,29 @@ class State:
                 [(k, _pickle({n: m[n] for n in HEAD if n in m})) for k, m, _h in rows],
             )
 
-    def prune_md(self, keep: set[str], suspects: set[str] | None = None) -> None:
-        self._prune(
+    def prune_md(self, keep: set[str], suspects: set[str] | None = None) -> bool:
+        """``_prune`` of the rendered Markdown; True when the table was listed: with ``suspects``, when
+        it held other rows too (a failed build's, whose code blocks it stored with them)."""
+        return self._prune(
             "md_head", keep, also=("md_meta", "md"), suspects=suspects
         )  # keys from the smallest table
 
     def _prune(
         self, table: str, keep: set[str], also: tuple[str, ...] = (), suspects: set[str] | None = None
-    ) -> None:
+    ) -> bool:
         """Delete the rows not in ``keep``. ``suspects``: the only keys that can be stale when the
         table held just the last build's keep (a one-page rebuild's: the edited pages' former keys);
         they are deleted by key, and the table is listed only when its row count then says it holds
         others too (left by a failed build, which keeps what it rendered): listing every key cost a
-        one-page rebuild ~2 ms at 1,000 pages."""
+        one-page rebuild ~2 ms at 1,000 pages. Returns whether it was listed (``suspects`` given)."""
         if suspects is not None:
             self._delete((table, *also), [(k,) for k in suspects if k not in keep])
             if self.db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0] <= len(keep):
-                return
+                return False
         self._delete(
             (table, *also), [(k,) for (k,) in self.db.execute(f"SELECT key FROM {table}") if k not in keep]
         )
+        return True
 
     def _delete(self, tables: tuple[str, ...], keys: list[tuple[str]]) -> None:
         if keys:

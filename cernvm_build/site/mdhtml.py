@@ -41,6 +41,10 @@ class Mismatch(Exception):
     """A node this module has no rule for: the caller renders with markdown-it-py."""
 
 
+class Nesting(Mismatch):
+    """Nodes past ``mdtree.MAX_DEPTH``: no Rust path takes the page (``mdtree.refused_deep``)."""
+
+
 class Heading(NamedTuple):
     level: int
     slug_title: str  # text and inline code, as the anchors plugin reads it
@@ -121,7 +125,7 @@ class _Walk:
     def blocks(self, nodes: Sequence[Any], depth: int, *, item: bool = False) -> None:
         """``item``: a list item's children, whose inline nodes are a tight list's hidden paragraph."""
         if depth >= mdtree.MAX_DEPTH:
-            raise Mismatch("nesting")
+            raise Nesting("nesting")
         out = self.out
         in_text = False
         for node in nodes:
@@ -287,7 +291,7 @@ class _Walk:
         if not nodes:
             return
         if depth >= mdtree.MAX_DEPTH:
-            raise Mismatch("nesting")
+            raise Nesting("nesting")
         out = self.out
         add, keep = out.append, into.append
         for node in nodes:
@@ -317,7 +321,7 @@ class _Walk:
         """``slug``, ``shown``: a heading's text as the anchors plugin reads it and as shown; ``into``:
         the text outside headings (``search``)."""
         if depth >= mdtree.MAX_DEPTH:
-            raise Mismatch("nesting")
+            raise Nesting("nesting")
         name = node.name
         out = self.out
         if name in ("text", "text_special"):
@@ -427,7 +431,7 @@ def _first(nodes: Sequence[Any]) -> Any:
 def _alt_text(nodes: Sequence[Any], out: list[str], depth: int) -> None:
     # markdown-it-py's ``renderInlineAsText`` over the image's child tokens
     if depth >= mdtree.MAX_DEPTH:
-        raise Mismatch("nesting")
+        raise Nesting("nesting")
     for node in nodes:
         name = node.name
         if name in ("text", "text_special", "html_inline"):
@@ -470,6 +474,9 @@ def render_parts(
     walk = _Walk(text, slugify, highlight, resolve)
     try:
         walk.blocks(nodes, 0)
+    except Nesting:
+        mdtree.refused_deep(text)  # (markdown.parse's tokens would parse it again to find the same)
+        return None
     except (Mismatch, mdtree.Unsupported):
         return None
     if mdtree.lazy_line(text, quoted=walk.quoted):

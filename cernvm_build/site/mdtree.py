@@ -83,13 +83,40 @@ _BLANK_LINE = re.compile(r"\n[ \t]*(?:\r?\n|$)")
 #: markers, indentation): the Rust parser recurses once per level and overflows the C stack (a
 #: segfault: '- ' or '>' 50k times); a block can nest no deeper than its line's prefix is long, and a
 #: page ``LONG_BLOCK`` long or shorter stays clear of it (20k levels measured fine)
-_DEEP_PREFIX = re.compile(r"^[ \t>*+\-0-9.)]{2000}", re.MULTILINE)
+_DEEP_PREFIX = r"[ \t>*+\-0-9.)]{2000}"
+
+
+#: a line opening ``MAX_DEPTH`` quotes or list items (a level each, a list item two): nested past what
+#: the Rust paths take, which each found only after its parse: a long page was parsed three times
+#: before markdown-it-py took it (~0.35 CPU-s each at 250 KB). (In a code block it is code: such a page
+#: goes to markdown-it-py, whose output is the same.)
+_DEEP_LINE = rf"(?:[ \t]*(?:>|[-*+][ \t]|[0-9]{{1,9}}[.)][ \t])){{{MAX_DEPTH}}}"
+
+
+def _line_starting(body: str) -> Callable[[str], bool]:
+    """Whether a line of a text starts with the pattern ``body``: searched for after a newline, a
+    literal the engine scans for (``^`` with MULTILINE was tried at every character: ~5x the time,
+    ~4.5 ms at 210 KB), and at the text's start."""
+    first, later = re.compile(body), re.compile("\n" + body)
+    return lambda text: first.match(text) is not None or later.search(text) is not None
+
+
+_deep_prefix = _line_starting(_DEEP_PREFIX)
+_deep_line = _line_starting(_DEEP_LINE)
+#: the last text a Rust path found nested past ``MAX_DEPTH`` (``refused_deep``): the next path does not
+#: parse it again (one text held: the page being rendered)
+_deep: list[str | None] = [None]
+
+
+def refused_deep(text: str) -> None:
+    """``text`` is nested past ``MAX_DEPTH`` (a Rust path's walk found it): ``parse`` gives None for it."""
+    _deep[0] = text
 
 
 def too_long_for_rust(text: str) -> bool:
     if len(text) <= LONG_BLOCK:
         return False
-    if len(text) > LONG_TEXT or _DEEP_PREFIX.search(text):
+    if len(text) > LONG_TEXT or _deep_prefix(text) or _deep_line(text):
         return True
     start = 0
     for m in (*_BLANK_LINE.finditer(text), None):
@@ -162,7 +189,7 @@ def parse(text: str, parser: Any = None, *, render: bool = False) -> Any:
     panic hook would print the panic (and with ``RUST_BACKTRACE`` a backtrace) on stderr for every such
     page of a build that succeeds; it cannot be told not to, so fd 2 is sent to /dev/null around a parse
     that could panic (a ``[`` and a backtick: two ``dup2`` calls, microseconds)."""
-    if too_long_for_rust(text):
+    if too_long_for_rust(text) or text is _deep[0]:
         return None
     parser = parser or _parser()
     call = parser.render if render else parser.tree

@@ -143,6 +143,25 @@ def test_json_mode_error_is_one_json_document(capsys: pytest.CaptureFixture[str]
     assert capsys.readouterr().out == ""
 
 
+@pytest.mark.parametrize("argv", [["--help"], ["--version"], ["image", "verify", "/nonexistent-lf33a", "-h"]])
+def test_help_onto_a_full_stdout_is_one_line_and_exit_1(argv: list[str]) -> None:
+    """argparse drops its help's failed write: ``--help >/dev/full`` exited 0, nothing written; cut
+    short by its reader (``| head -1``) it stays exit 0, with no "Exception ignored" at the exit."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    command = [sys.executable, "-P", "-m", "cernvm_build.cli.main", *argv]
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(command, stdout=full, stderr=subprocess.PIPE, text=True, env=env, timeout=120)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.startswith("error: No space left on device\n") and done.stderr.count("\n") == 2
+    read, write = os.pipe()
+    with subprocess.Popen(command, stdout=write, stderr=subprocess.PIPE, text=True, env=env) as p:
+        os.close(write)
+        os.read(read, 1)
+        os.close(read)  # the reader leaves after one byte
+        err = p.communicate(timeout=120)[1]
+    assert p.returncode == 0 and err == "", err
+
+
 def test_json_mode_onto_a_full_stdout_is_one_line(tmp_path: Path) -> None:
     # the error's JSON document went to the stdout that had just failed: a traceback (pr24b finding 11)
     with open("/dev/full", "w") as full:
@@ -214,6 +233,31 @@ def test_help_under_a_locale_that_is_not_utf8_is_no_traceback() -> None:
     schema = _entry_point("profiles", "schema", PYTHONIOENCODING="latin-1")
     assert schema.returncode == 0, schema.stderr
     assert "\u03bcCernVM" in json.loads(schema.stdout)["properties"]["bootloader"]["description"]
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"PYTHONIOENCODING": "latin-1"},
+        {"PYTHONUTF8": "0", "LC_ALL": "C", "LANG": "C"},
+        {"PYTHONUTF8": "0", "LC_ALL": "POSIX"},
+    ],
+    ids=["latin-1", "C", "POSIX"],
+)
+def test_yaml_under_a_locale_that_is_not_utf8_loads_as_the_values(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    """``profiles show --resolved``'s YAML under a locale that lacks a value's character: stdout wrote
+    it as ``\\u03bc`` in a plain scalar, which loads as six other characters; in the C locale with
+    Python's UTF-8 mode off (stdout's errors ``surrogateescape``) it was a UnicodeEncodeError traceback."""
+    import yaml
+
+    mine = tmp_path / "mu.yaml"
+    mine.write_text('format: 1\nextends: el9\ndescription: "\u03bcCernVM f\u00fcr \u00dcn\u00efcode"\n')
+    done = _entry_point("profiles", "show", str(mine), "--resolved", **env)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    assert yaml.safe_load(done.stdout)["description"] == "\u03bcCernVM f\u00fcr \u00dcn\u00efcode"
+    assert _entry_point("--help", **env).returncode == 0
 
 
 def test_an_unknown_flag_of_a_subcommand_names_the_subcommand(capsys: pytest.CaptureFixture[str]) -> None:

@@ -135,6 +135,33 @@ def test_a_missing_input_is_one_line_and_exit_2(
         assert doc["exit_code"] == 2 and doc["where"].startswith(M) and doc["message"].startswith("no such ")
 
 
+@pytest.mark.parametrize("help_word", ["--help", "-h"])
+@pytest.mark.parametrize(("program", "words"), sorted(CASES), ids=lambda v: str(v))
+def test_help_is_printed_whatever_input_the_line_names(
+    program: str,
+    words: str,
+    help_word: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``--help`` prints the command's help and exits 0 beside a missing input: argparse converted the
+    input before it reached the ``--help`` after it, and the line was the missing-file error, exit 2."""
+    monkeypatch.setenv("HOME", "/nonexistent-lf32a/home")
+    entry = main if program == "cernvm-build" else launch.main
+    argv = [*words.split(), *CASES[(program, words)], help_word]
+    with pytest.raises(SystemExit) as stopped:
+        entry(argv)
+    assert stopped.value.code == 0
+    out, err = capsys.readouterr()
+    assert out.startswith("usage: ") and err == "", err
+    # after a '--' it is a word, not an option: the line is refused as before (the input, or the word)
+    try:
+        code = entry([*argv[:-1], "--", help_word])
+    except SystemExit as e:
+        code = e.code
+    assert code == 2 and not capsys.readouterr().out.startswith("usage: ")
+
+
 def test_a_missing_input_whose_path_is_not_utf8_is_one_line_with_its_byte(
     capsys: pytest.CaptureFixture[str],
 ) -> None:

@@ -83,6 +83,18 @@ def test_ls_cat_and_tag_list(fx: Fixture, capsys: pytest.CaptureFixture[str]) ->
     assert capsys.readouterr().out == "added\n"
 
 
+@pytest.mark.parametrize("command", [["info"], ["ls"], ["cat", "/etc/new-in-rev2"]])
+def test_a_tag_whose_name_is_not_utf8_is_no_tag(
+    fx: Fixture, command: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--tag`` holding a byte that is no UTF-8 (``os.fsdecode``'s surrogate) reached SQLite's query:
+    a UnicodeEncodeError traceback (``cvmfs mount --tag`` too), not the unknown tag's line."""
+    name, *rest = command
+    assert main(["cvmfs", name, str(fx.root), *rest, "--tag", os.fsdecode(b"x\xff")]) == 5
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "no tag named" in err and "Traceback" not in err, err
+
+
 def test_verify_exit_codes(fx: Fixture, capsys: pytest.CaptureFixture[str]) -> None:
     d = run_json(capsys, "cvmfs", "verify", str(fx.root), "--json")
     assert d["ok"] and d["objects"] == 66 and d["catalogs"] == 2  # type: ignore[index]

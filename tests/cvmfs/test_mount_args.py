@@ -108,3 +108,23 @@ def test_the_pin_names_any_tag_on_one_visible_line_within_its_size(tmp_path: Pat
     lines = pin.read_text().split("\n")
     assert lines[0] == "ab" * 20 and lines[1].startswith("\\x1b]0;pwned\\x07\\x0ax") and lines[2:] == [""]
     assert mount.read_pin(pin) == ("ab" * 20, None)
+
+
+def test_the_mounts_warnings_are_visible_lines_in_the_inits_log_and_on_the_wire(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The pin file's note quotes its path: the initrd's entry point (``_say``) printed it raw to the
+    console, and the daemon's report (``wire``) split a path holding a newline into a line of its own;
+    the tag it sent was ``visible``'s form, which the daemon's ``--json`` then held instead of the name."""
+    mounted = mount.Mounted("x.test", 2, "ab" * 20, "t\x1b]0;pwned\x07\\x1b\udcff", "/m", "/c\tx", 1)
+    mounted.warnings.append(mount._pin_ignored(Path("/p\x1b[2J\nnote\tforged"), "empty"))
+    mount._say(mounted)
+    out, err = capsys.readouterr()
+    assert out.endswith("tag t\\x1b]0;pwned\\x07\\x1b\\xff\n"), out
+    assert err.count("\n") == 1 and "\x1b" not in err, err
+    wire = mounted.wire()
+    assert wire.isascii() and wire.count("\n") == 1
+    back = mount._from_wire(wire, "/m", 1)
+    # read back as it was: the daemon's --json holds the tag itself, as the foreground's does
+    assert back is not None and back.to_json() == mounted.to_json()
+    assert (back.notes, back.warnings) == ([], mounted.warnings)

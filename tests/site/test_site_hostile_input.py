@@ -253,6 +253,59 @@ def test_nesting_that_overflows_the_rust_parsers_stack_is_one_line(prefix: str) 
     assert (run.returncode, run.stdout) == (0, "TooDeep 2\n"), run.stderr[-2000:]
 
 
+class _Counted:
+    """A Rust parser whose parses are counted."""
+
+    def __init__(self, real: Any, calls: list[str]) -> None:
+        self.real, self.calls = real, calls
+
+    def tree(self, text: str) -> Any:
+        self.calls.append("tree")
+        return self.real.tree(text)
+
+    def render(self, text: str) -> Any:
+        self.calls.append("render")
+        return self.real.render(text)
+
+
+@pytest.mark.parametrize(
+    ("body", "parses"),
+    [
+        # a long page of quotes 17 deep: its lines say so, no Rust parse
+        (("> " * 17 + "x\n\n") * 1000, 0),
+        # lists nested by indentation, 12 deep: the HTML's and the tree's parse, not the tokens' third
+        ("".join("  " * i + "- a\n" for i in range(12)) * 300, 2),
+        ("".join("  " * i + "- a\n" for i in range(18)), 2),
+    ],
+    ids=["quotes", "lists", "lists-too-deep"],
+)
+def test_a_page_nested_past_the_rust_paths_is_parsed_by_them_at_most_twice(
+    body: str, parses: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each Rust path (``mdfast``, ``mdhtml``, ``mdtree.tokens``) found the nesting only after its own
+    parse: three parses of a page markdown-it-py then took (~0.35 CPU-s each at 250 KB); the page's
+    render (or its one line) is markdown-it-py's as before."""
+    from cernvm_build.site import mdfast
+
+    calls: list[str] = []
+    for module in (mdtree, mdfast):
+        counted = _Counted(module._parser(), calls)
+        monkeypatch.setattr(module, "_parser", lambda counted=counted: counted)
+    try:
+        got: Any = markdown.render(body, src_path="docs/p.md", first_line=1, base_path="/").html
+    except mdtree.TooDeep as e:
+        got = e.line
+    assert len(calls) == parses, calls
+    # the reference: markdown-it-py alone
+    monkeypatch.setattr(markdown, "_render_rust", lambda *_a: None)
+    monkeypatch.setattr(mdtree, "tokens", lambda _text: None)
+    try:
+        want: Any = markdown.render(body, src_path="docs/p.md", first_line=1, base_path="/").html
+    except mdtree.TooDeep as e:
+        want = e.line
+    assert got == want
+
+
 def test_a_too_deep_page_names_its_file_and_line(site: Path, tmp_path: Path) -> None:
     page = site / "content" / "docs" / "deep.md"
     page.write_text("---\ntitle: deep\n---\n" + ">" * 25 + " quoted\n")
