@@ -327,7 +327,7 @@ def valid_signer(status: str, what: str) -> str:
             continue
         if sig.has("REVKEYSIG") or sig.has("KEYREVOKED"):
             reason = f"signed by {key}, which has been revoked"
-            hint = "the publisher revoked this key: get the repository's new key, and do not trust this one"
+            hint = "the publisher revoked this key: get the publisher's new key, and do not trust this one"
         elif sig.has("EXPKEYSIG") or sig.has("KEYEXPIRED"):
             when = _date(sig.words.get("KEYEXPIRED"))
             reason = f"signed by {key}, which expired" + (f" on {when}" if when else "")

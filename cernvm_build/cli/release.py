@@ -155,6 +155,8 @@ def _verify(args: argparse.Namespace, out: Output) -> int:
         # without --key a signed release's signature is not checked: "OK" must not read as if it were
         if d["signer"]:
             signer = f", signature by {d['signer']}"
+        elif d["signed"] and args.key:  # checked and refused (a revoked key): not "pass --key"
+            signer = ", signature REFUSED"
         elif d["signed"]:
             signer = ", signature NOT checked (pass --key with the release's OpenPGP public key)"
         else:
@@ -168,9 +170,10 @@ def _verify(args: argparse.Namespace, out: Output) -> int:
         # an error, not only a return code: with --quiet (results left out) the FAIL lines are not
         # shown, and a failed verify was silent but for its exit code
         n, first = len(report.findings), report.findings[0]
+        more = "'release verify --json' lists them all"
         raise IntegrityError(
             f"release {report.version}: {n} problem(s), first: {first.artifact}: {first.problem}",
-            hint="'release verify --json' lists them all",
+            hint=(f"{first.hint}; {more}" if n > 1 else first.hint) if first.hint else more,
         )
     return 0
 

@@ -123,13 +123,26 @@ def test_a_release_signed_while_its_key_was_valid_verifies_years_later_with_a_wa
 
 
 @pytest.mark.integration
-def test_a_release_signed_by_a_revoked_key_is_a_finding(tmp_path: Path) -> None:
+def test_a_release_signed_by_a_revoked_key_is_a_finding(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """pr33b: the archivist's command line lost gpg's hint (only "'release verify --json' lists them
+    all") and ended "signature NOT checked (pass --key ...)" although --key was passed and refused."""
+    from cernvm_build.cli.main import main
+
     secret, public = gpg.generate_test_key(tmp_path / "keys", revoked=True)
     index, fpr = _signed_release(tmp_path, secret, None)
     report = verify(index, public_keys=[public])
     assert not report.ok and f"signed by key {fpr} " in report.findings[0].problem
     assert "which has been revoked" in report.findings[0].problem
     assert report.findings[0].artifact == "SHA256SUMS.asc"
+    assert main(["release", "verify", str(index), "--key", str(public)]) == IntegrityError.exit_code
+    out, err = capsys.readouterr()
+    assert "signature REFUSED" in out and "NOT checked" not in out
+    assert "hint: the publisher revoked this key: get the publisher's new key" in err
+    assert main(["release", "verify", str(index), "--key", str(public), "--json"]) == IntegrityError.exit_code
+    (finding,) = json.loads(capsys.readouterr().out)["findings"]
+    assert finding["hint"].startswith("the publisher revoked this key")
 
 
 @pytest.mark.parametrize(
