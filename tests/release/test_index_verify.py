@@ -6,6 +6,7 @@ import datetime as dt
 import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -635,3 +636,32 @@ def test_a_rebuild_that_differs_says_so_with_quiet(
     monkeypatch.setattr(rebuild, "rebuild", lambda *a, **k: rebuild.RebuildReport("2026.11-1"))
     assert main(["release", "rebuild", str(index), "-q"]) == CernVMError.exit_code
     assert "error: release 2026.11-1: no artifact was rebuilt" in capsys.readouterr().err
+
+
+@pytest.mark.integration
+@pytest.mark.usefixtures("s3env")
+def test_publish_shows_one_line_per_destination_and_json_keeps_the_report(
+    tmp_path: Path, s3server: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """pr33b: `release publish` without --json printed its whole report as pretty JSON, an action
+    per object (619 of them for the demo release), where `mirror` prints one line per destination."""
+    from cernvm_build.cli.main import main
+    from cernvm_build.mirror.s3client import make_client
+
+    make_client(endpoint_url=s3server.endpoint).create_bucket(Bucket="pr33b-rel")
+    index = _release(tmp_path / "r")
+    argv = [
+        "release",
+        "publish",
+        str(index.parent),
+        "s3://pr33b-rel/releases",
+        "--endpoint-url",
+        s3server.endpoint,
+    ]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    dest = "s3://pr33b-rel/releases/2026.11-1"
+    assert out.splitlines() == [f"{dest}: uploaded 4 object(s) (5952 bytes), deleted 0, unchanged 0"], out
+    assert main([*argv, "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["artifacts"]["dest"] == dest and doc["artifacts"]["unchanged"] == 4
