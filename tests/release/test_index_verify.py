@@ -392,12 +392,14 @@ def test_a_key_that_cannot_sign_is_refused_before_anything_is_built(tmp_path: Pa
     for key, message in (
         (tmp_path / "missing.asc", "no such key file"),
         (public, "cannot sign with this key: no secret key"),
-        (expired, "cannot sign with this key"),
+        # pr33b: gpg's "signing failed: Unusable secret key" alone; the key and its expiry now
+        (expired, r"cannot sign with this key: key [0-9A-F]{40} expired on 2020-01-02"),
     ):
         opts = ReleaseOptions(version="2026.11-1", profiles=(), out=out, sign_key=key)
         with pytest.raises(CernVMError, match=message) as e:
             build_release(opts, ctx)
         assert str(key) in str(e.value) and not out.exists()
+    assert "gpg --quick-set-expire" in (e.value.hint or "")
     release, final = build_release(ReleaseOptions("2026.11-1", (), out, sign_key=secret), ctx)
     assert release.signer and (final / "SHA256SUMS.asc").is_file()
 
