@@ -135,6 +135,21 @@ class Keyring:
         """The primary keys gpg lists as revoked (``r``) or expired (``e``) now (gpg's own clock)."""
         return self._fingerprints("--list-keys", "pub", validity="re")
 
+    def why_dead(self) -> tuple[str, str] | None:
+        """Why the first revoked or expired primary key (gpg's clock) is so: its line and what to do;
+        None when none is. gpg itself says only "Unusable secret key" when asked to sign with it."""
+        for fields, fpr in self._key_rows("--list-keys"):
+            if fields[0] != "pub" or fields[1] not in ("r", "e"):
+                continue
+            if fields[1] == "r":
+                return f"key {fpr} has been revoked", "a revoked key signs nothing: give another key"
+            when = f" on {_day(int(fields[6]))}" if fields[6].isdigit() else ""
+            return (
+                f"key {fpr} expired{when}",
+                f"extend it (gpg --quick-set-expire {fpr} 2y) and export it again, or give another key",
+            )
+        return None
+
     def subkeys(self) -> dict[str, list[tuple[str, str]]]:
         """Each primary key's subkeys as ``(fingerprint, gpg's validity letter)``: ``r`` revoked,
         ``e`` expired (gpg's own clock)."""
@@ -327,7 +342,7 @@ def valid_signer(status: str, what: str) -> str:
             continue
         if sig.has("REVKEYSIG") or sig.has("KEYREVOKED"):
             reason = f"signed by {key}, which has been revoked"
-            hint = "the publisher revoked this key: get the repository's new key, and do not trust this one"
+            hint = "the publisher revoked this key: get the publisher's new key, and do not trust this one"
         elif sig.has("EXPKEYSIG") or sig.has("KEYEXPIRED"):
             when = _date(sig.words.get("KEYEXPIRED"))
             reason = f"signed by {key}, which expired" + (f" on {when}" if when else "")

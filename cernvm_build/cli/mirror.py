@@ -282,16 +282,14 @@ def _mirror_handler(kind: str) -> Callable[[argparse.Namespace, Output], int]:
                     allow_rewrite=args.allow_rewrite,
                     abort_uploads_older_than=args.abort_uploads_older_than,
                 )
+        # --json: the error's document carries the list (``json_details``) beside the five keys every
+        # error has; a document of its own here was {"ok", "problems"} without them
         except RewriteRefused as e:
-            if out.json_mode:
-                out.data({"ok": False, "rewrites": e.files})
-            else:
+            if not out.json_mode:
                 _print_problems(out, [f"{f}: content changed under the same name" for f in e.files])
             raise
         except SourceBroken as e:
-            if out.json_mode:
-                out.data({"ok": False, "problems": e.problems})
-            else:
+            if not out.json_mode:
                 out.err.print(f"{len(e.problems)} problem(s) in the source:")
                 _print_problems(out, e.problems)
             raise

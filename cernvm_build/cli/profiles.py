@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 
 from .. import profile
-from ..errors import CernVMError, ProfileError
+from ..errors import CernVMError, Location, ProfileError
 from ..profile import compare, reference, schema, settings
 from ..profile.yamlnodes import display
 from ..termtext import visible
@@ -166,6 +166,20 @@ def _lookup(data: dict[str, Any], key: str) -> Any:
     return value
 
 
+def _placed(e: CernVMError) -> dict[str, object]:
+    """A problem's fields in `validate --json`: "where" as every error document has it, and its parts
+    (line, column, key path), so a script or editor need not split "file:line:column: key" back up."""
+    at = e.where if isinstance(e.where, Location) else None
+    return {
+        "message": e.message,
+        "where": None if e.where is None else str(e.where),
+        "line": at.line if at else None,
+        "column": at.column if at else None,
+        "key": at.key if at else None,
+        "hint": e.hint,
+    }
+
+
 def cmd_validate(args: argparse.Namespace, out: Output) -> int:
     targets: list[str] = []
     for given in args.paths:
@@ -197,8 +211,8 @@ def cmd_validate(args: argparse.Namespace, out: Output) -> int:
             {
                 "file": file,
                 "valid": not errors,
-                "errors": [{"error": str(e), "message": e.message, "hint": e.hint} for e in errors],
-                "warnings": [{"warning": str(w), "message": w.message, "hint": w.hint} for w in warnings],
+                "errors": [{"error": str(e), **_placed(e)} for e in errors],
+                "warnings": [{"warning": str(w), **_placed(w)} for w in warnings],
             }
         )
         for w in warnings:

@@ -136,7 +136,7 @@ def _build(args: argparse.Namespace, out: Output) -> int:
         out.print(f"release {d['version']} in {d['path']} ({d['seconds']} s)"
                   + (f", SHA256SUMS signed by {d['signer']}" if d["signer"] else ""))  # fmt: skip
         if "published" in d:
-            out.print(f"published to {args.publish}")
+            _show_published(out, d["published"])
 
     out.data(data, show)
     return 0
@@ -155,6 +155,8 @@ def _verify(args: argparse.Namespace, out: Output) -> int:
         # without --key a signed release's signature is not checked: "OK" must not read as if it were
         if d["signer"]:
             signer = f", signature by {d['signer']}"
+        elif d["signed"] and args.key:  # checked and refused (a revoked key): not "pass --key"
+            signer = ", signature REFUSED"
         elif d["signed"]:
             signer = ", signature NOT checked (pass --key with the release's OpenPGP public key)"
         else:
@@ -168,9 +170,10 @@ def _verify(args: argparse.Namespace, out: Output) -> int:
         # an error, not only a return code: with --quiet (results left out) the FAIL lines are not
         # shown, and a failed verify was silent but for its exit code
         n, first = len(report.findings), report.findings[0]
+        more = "'release verify --json' lists them all"
         raise IntegrityError(
             f"release {report.version}: {n} problem(s), first: {first.artifact}: {first.problem}",
-            hint="'release verify --json' lists them all",
+            hint=(f"{first.hint}; {more}" if n > 1 else first.hint) if first.hint else more,
         )
     return 0
 
@@ -203,11 +206,23 @@ def _rebuild(args: argparse.Namespace, out: Output) -> int:
     return 0
 
 
+def _show_published(out: Output, d: dict[str, Any]) -> None:
+    """One line per destination: the whole report (an action per object, thousands on a first
+    upload) was the human output of `release publish`; ``--json`` keeps it."""
+    syncs = [d["artifacts"], *(r.get("sync") for r in d["repositories"]), d["site"]]
+    for sync in (s for s in syncs if isinstance(s, dict) and "dest" in s):
+        out.print(
+            f"{sync['dest']}: uploaded {len(sync['uploaded'])} object(s) ({sync['bytes_uploaded']} bytes), "
+            f"deleted {len(sync['deleted'])}, unchanged {sync['unchanged']}",
+            markup=False,
+        )
+
+
 def _publish_cmd(args: argparse.Namespace, out: Output) -> int:
     from ..release.verify import locate_index
 
     release_dir = locate_index(args.release, args.out).parent
-    out.data(_publish(args, out, release_dir))
+    out.data(_publish(args, out, release_dir), lambda d: _show_published(out, d))
     return 0
 
 

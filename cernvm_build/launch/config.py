@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import unquote_plus
 
 from .. import paths, table
-from ..errors import ConfigFileError, ImageError, Location, UsageError
+from ..errors import ConfigFileError, ImageError, InputMissing, Location, UsageError
 from ..fsutil import NotRegularFile, open_regular
 from ..table import Kind, Setting, by_key
 from .names import USER_PATTERN, image_name
@@ -160,11 +160,15 @@ def _absolute(value: str) -> Path:
 def from_flags(given: Iterable[tuple[Setting, str | list[str]]]) -> dict[str, Any]:
     """Typed values of the flags given, keyed by Settings field; a bad one is a usage error naming it.
 
-    Relative paths on the command line are relative to the working directory, as usual.
+    Relative paths on the command line are relative to the working directory, as usual. A path flag
+    names an input (``--sharedFolder``, ``--seed``): one that is not there is exit 2 as the line is
+    parsed (``cli.inputs``), not exit 8 after the image was resolved and verified.
     """
     values: dict[str, Any] = {}
     for s, text in given:
         if s.kind is Kind.PATH and isinstance(text, str) and text.strip():
+            if not os.path.lexists(os.path.expanduser(text.strip())):
+                raise InputMissing(text)
             text = str(Path(os.path.expanduser(text.strip())).resolve())
         try:
             values[s.name] = _typed(s, text)

@@ -159,7 +159,11 @@ def _load_cloud_config(text: str, source: str) -> dict[str, Any]:
     except yaml.YAMLError as e:
         problem = yamlerror.describe(e)
         where = f"{source}:{problem.line}:{problem.column}" if problem.line else source
-        raise ConfigFileError(f"cloud-config is not valid YAML: {problem.what}", where=where) from None
+        raise ConfigFileError(
+            f"cloud-config is not valid YAML: {problem.what}",
+            where=where,
+            hint="check the indentation, close each [ and {, and quote values holding ': ' or ' #'",
+        ) from None
     except (ValueError, OverflowError, RecursionError) as e:  # PyYAML's constructors: 2020-99-99, ...
         raise ConfigFileError(
             f"cloud-config has a value YAML cannot read: {e}",

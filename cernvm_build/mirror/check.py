@@ -28,11 +28,17 @@ class SourceBroken(MirrorError):
 
     def __init__(self, name: str, problems: list[str]):
         n = len(problems)
+        hint = "fix the repository (re-run createrepo_c / apt-ftparchive, re-sign) before mirroring it"
+        if any(p.endswith("signed by an unknown key") for p in problems):  # most often the key given
+            hint = "check that --gpg-key is the key the repository is signed with; else " + hint
         super().__init__(
             f"{name}: repository is broken ({n} problem{'s' if n != 1 else ''}); first: {problems[0]}",
-            hint="fix the repository (re-run createrepo_c / apt-ftparchive, re-sign) before mirroring it",
+            hint=hint,
         )
         self.problems = problems
+
+    def json_details(self) -> dict[str, object]:
+        return {"ok": False, "problems": self.problems}
 
 
 @dataclass

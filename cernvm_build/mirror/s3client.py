@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import uuid
 import weakref
 from collections.abc import Callable, Iterator
@@ -244,9 +245,22 @@ def http_status(e: BaseException) -> int:
 MAX_MESSAGE = 500
 
 
+#: a bucket name S3 takes today (older us-east-1 buckets may hold capitals or '_': those exist, and a
+#: server finds them, so the rule only explains a bucket the server did not find)
+_BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+
+
 def s3_error(e: BaseException, where: str) -> MirrorError:
     """One line for what went wrong talking to S3 at ``where`` (an s3:// URL or key)."""
     code = error_code(e)
+    bucket = where[len("s3://") :].partition("/")[0] if where.startswith("s3://") else ""
+    if code in ("NoSuchBucket", "InvalidBucketName") and bucket and not _BUCKET_NAME.fullmatch(bucket):
+        # 's3://mr/yum' was "bucket does not exist; create it first", which S3 then refuses too
+        return MirrorError(
+            f"{where}: '{bucket}' is not a valid S3 bucket name",
+            hint="a bucket name is 3 to 63 lower-case letters, digits, '.' and '-', "
+            "beginning and ending with a letter or digit",
+        )
     if code in ("NoSuchBucket",):
         return MirrorError(
             f"{where}: bucket does not exist",

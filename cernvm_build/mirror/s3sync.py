@@ -132,6 +132,9 @@ class RewriteRefused(MirrorError):
         )
         self.files = files
 
+    def json_details(self) -> dict[str, object]:
+        return {"ok": False, "rewrites": self.files}
+
 
 class UploadGate(Protocol):
     """A verification running beside the sync (``gate.VerifyGate``)."""

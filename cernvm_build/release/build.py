@@ -293,10 +293,11 @@ def check_sign_key(key: Path) -> None:
         try:
             kr.sign_detached(probe, kr.home / "probe.asc")
         except CernVMError as e:
-            raise idx.ReleaseError(
-                f"{key}: cannot sign with this key: {e.message.splitlines()[0]}",  # (gpg's, not its command)
-                hint="give an OpenPGP secret key that has not expired or been revoked, without a passphrase",
-            ) from None
+            reason, hint = kr.why_dead() or (
+                e.message.splitlines()[0],  # (gpg's, not its command)
+                "give an OpenPGP secret key that has not expired or been revoked, without a passphrase",
+            )
+            raise idx.ReleaseError(f"{key}: cannot sign with this key: {reason}", hint=hint) from None
 
 
 def release_profiles(names: Sequence[str]) -> tuple[Profile, ...]:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from .. import gpg, jsonable
 from .. import releaseindex as idx
+from ..errors import CernVMError
 from ..fsutil import sha256_file
 from . import sums
 
@@ -16,6 +17,8 @@ from . import sums
 class Finding:
     artifact: str
     problem: str
+    #: what to do, where the check knows (a revoked or expired key: ``gpg.valid_signer``'s hint)
+    hint: str | None = None
 
 
 @dataclass
@@ -96,7 +99,8 @@ def verify(index_path: Path, *, public_keys: Sequence[Path] = ()) -> VerifyRepor
                         report.signature = kr.verify_archived(sig, sums_path)
                         report.signer = report.signature.signer
                 except Exception as e:  # an IntegrityError or a gpg failure: either way, not verified
-                    report.findings.append(Finding(release.signature, str(e)))
+                    hint = e.hint if isinstance(e, CernVMError) else None
+                    report.findings.append(Finding(release.signature, str(e), hint))
                 else:
                     if release.signer and report.signer != release.signer:
                         report.findings.append(

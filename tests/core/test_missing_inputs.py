@@ -224,3 +224,27 @@ def test_a_profile_path_under_home_is_found_as_the_resolver_finds_it(
     assert main(["profiles", "show", "~/p.yaml"]) == 0
     assert "extends: [el9]" in capsys.readouterr().out
     assert main(["profiles", "show", "~/q.yaml"]) == 2
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["create", "--sharedFolder", M, "--yes", "--no-start"],
+        ["create", "--seed", f"{M}.qcow2", "--yes", "--no-start"],
+        ["create", "--iso", f"{M}.hdd", "--yes", "--no-start"],
+        ["import", "--sharedFolder", M, FIXTURE],
+    ],
+    ids=lambda a: " ".join(a[:2]),
+)
+def test_a_missing_input_named_by_a_launch_flag_is_exit_2_before_the_image(
+    argv: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each a flag's input, not the leaf's one case above: a missing --sharedFolder or --seed was exit 8
+    after the image had been resolved and verified (a missing --iso: 'neither a file nor a cached
+    image', exit 8), where the README promises exit 2 for every file the command line names."""
+    monkeypatch.setenv("HOME", "/nonexistent-lf32a/home")
+    monkeypatch.setenv("CERNVM_LAUNCH_HOME", str(tmp_path / "home"))
+    assert launch.main(argv) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith(f"error: {M}") and ": no such " in err, err
+    assert "creating" not in err and not (tmp_path / "home").exists()

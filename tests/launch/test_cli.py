@@ -93,8 +93,10 @@ def test_configuration_file_and_user_data_positionals(cli: None, image: Path, tm
         (["create", "--name", "cli-x"], 2, "stdin is not a terminal"),
         (["start", "cli-none"], 8, "no instance named 'cli-none'"),
         (["ssh", "cli-none", "--", "true"], 8, "no instance named 'cli-none'"),
+        # a file the command line names: exit 2 as it is parsed (pr33b; it was 8 after resolving)
+        (["create", "--name", "cli-x", "--iso", "/nonexistent.iso", "--yes"], 2, "no such file"),
         (
-            ["create", "--name", "cli-x", "--iso", "/nonexistent.iso", "--yes"],
+            ["create", "--name", "cli-x", "--image", "nonexistent-name", "--yes"],
             8,
             "neither a file nor a cached",
         ),

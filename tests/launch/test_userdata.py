@@ -120,8 +120,9 @@ def test_gzip_user_data_is_read() -> None:
     ],
 )
 def test_bad_user_data_is_one_clear_line(data: bytes, message: str) -> None:
-    with pytest.raises(ConfigFileError, match=message):
+    with pytest.raises(ConfigFileError, match=message) as e:
         userdata.parse(data, "ctx.txt")
+    assert e.value.hint, "a line with no hint (pr33b: the cloud-config's YAML error had none)"
 
 
 def test_unsafe_values_are_refused_by_the_bootloaders_table_naming_the_flag() -> None:

@@ -250,6 +250,11 @@ def test_missing_bucket_is_a_clear_error(tmp_path: Path, s3: Any) -> None:
     write_tree(src, {"x": b"1"})
     with pytest.raises(MirrorError, match="bucket does not exist"):
         sync_tree(src, "s3://no-such-bucket-here/p", client=s3)
+    # pr33b: a name S3 never takes was "does not exist; create it first" (which S3 then refuses)
+    for bad in ("mr", "My_Bucket"):
+        with pytest.raises(MirrorError, match=f"'{bad}' is not a valid S3 bucket name") as err:
+            sync_tree(src, f"s3://{bad}/p", client=s3)
+        assert "3 to 63 lower-case letters" in (err.value.hint or "")
 
 
 def test_no_credentials_is_a_clear_error(

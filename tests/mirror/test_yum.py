@@ -3,6 +3,7 @@ with the real dnf over HTTP from that server."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -149,12 +150,21 @@ def test_signature_by_another_key_is_refused(
     other_key: tuple[Path, Path],
     s3: Any,
     bucket: str,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     src = tmp_path / "src"
     make_yum_repo(src, [rpms["a"]], secret_key=other_key[0])
     with pytest.raises(SourceBroken) as err:
         mirror("yum", str(src), f"s3://{bucket}/r", gpg_key=signing_key[1], client=s3)
     assert err.value.problems == ["repodata/repomd.xml.asc: signed by an unknown key"]
+    # pr33b: --json's failure was {"ok", "problems"} alone, without the five keys every error's
+    # document has, and the hint said to fix a repository whose only fault was the key given
+    argv = ["mirror", "yum", str(src), f"s3://{bucket}/r", "--gpg-key", str(signing_key[1])]
+    assert main([*argv, "--endpoint-url", s3.meta.endpoint_url, "--json"]) == SourceBroken.exit_code
+    doc = json.loads(capsys.readouterr().out)
+    assert {"error", "message", "where", "hint", "exit_code"} <= set(doc) and doc["exit_code"] == 9
+    assert doc["ok"] is False and doc["problems"] == err.value.problems
+    assert doc["hint"].startswith("check that --gpg-key is the key the repository is signed with")
     (src / "repodata" / "repomd.xml.asc").unlink()
     with pytest.raises(SourceBroken, match=r"repomd\.xml\.asc: missing, but a signing key was given"):
         mirror("yum", str(src), f"s3://{bucket}/r", gpg_key=signing_key[1], client=s3)

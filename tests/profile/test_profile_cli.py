@@ -119,6 +119,13 @@ def test_validate_reports_every_problem_not_only_the_unknown_keys(
         [f"{display(bad)}:5:19", "image.formats"],
     ]
     assert all(e["hint"] for e in errors)
+    # pr33b: the place as fields too (only inside "error" before), "where" as every error document has it
+    assert [(e["line"], e["column"], e["key"]) for e in errors] == [
+        (2, 1, "bogus"),
+        (4, 13, "cvmfs.servers"),
+        (5, 19, "image.formats"),
+    ]
+    assert errors[0]["where"] == f"{display(bad)}:2:1: bogus"
     with pytest.raises(profile.ProfileError, match="bogus: unknown setting"):
         profile.load(bad)
 

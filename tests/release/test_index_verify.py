@@ -6,6 +6,7 @@ import datetime as dt
 import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -123,13 +124,26 @@ def test_a_release_signed_while_its_key_was_valid_verifies_years_later_with_a_wa
 
 
 @pytest.mark.integration
-def test_a_release_signed_by_a_revoked_key_is_a_finding(tmp_path: Path) -> None:
+def test_a_release_signed_by_a_revoked_key_is_a_finding(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """pr33b: the archivist's command line lost gpg's hint (only "'release verify --json' lists them
+    all") and ended "signature NOT checked (pass --key ...)" although --key was passed and refused."""
+    from cernvm_build.cli.main import main
+
     secret, public = gpg.generate_test_key(tmp_path / "keys", revoked=True)
     index, fpr = _signed_release(tmp_path, secret, None)
     report = verify(index, public_keys=[public])
     assert not report.ok and f"signed by key {fpr} " in report.findings[0].problem
     assert "which has been revoked" in report.findings[0].problem
     assert report.findings[0].artifact == "SHA256SUMS.asc"
+    assert main(["release", "verify", str(index), "--key", str(public)]) == IntegrityError.exit_code
+    out, err = capsys.readouterr()
+    assert "signature REFUSED" in out and "NOT checked" not in out
+    assert "hint: the publisher revoked this key: get the publisher's new key" in err
+    assert main(["release", "verify", str(index), "--key", str(public), "--json"]) == IntegrityError.exit_code
+    (finding,) = json.loads(capsys.readouterr().out)["findings"]
+    assert finding["hint"].startswith("the publisher revoked this key")
 
 
 @pytest.mark.parametrize(
@@ -378,12 +392,14 @@ def test_a_key_that_cannot_sign_is_refused_before_anything_is_built(tmp_path: Pa
     for key, message in (
         (tmp_path / "missing.asc", "no such key file"),
         (public, "cannot sign with this key: no secret key"),
-        (expired, "cannot sign with this key"),
+        # pr33b: gpg's "signing failed: Unusable secret key" alone; the key and its expiry now
+        (expired, r"cannot sign with this key: key [0-9A-F]{40} expired on 2020-01-02"),
     ):
         opts = ReleaseOptions(version="2026.11-1", profiles=(), out=out, sign_key=key)
         with pytest.raises(CernVMError, match=message) as e:
             build_release(opts, ctx)
         assert str(key) in str(e.value) and not out.exists()
+    assert "gpg --quick-set-expire" in (e.value.hint or "")
     release, final = build_release(ReleaseOptions("2026.11-1", (), out, sign_key=secret), ctx)
     assert release.signer and (final / "SHA256SUMS.asc").is_file()
 
@@ -622,3 +638,32 @@ def test_a_rebuild_that_differs_says_so_with_quiet(
     monkeypatch.setattr(rebuild, "rebuild", lambda *a, **k: rebuild.RebuildReport("2026.11-1"))
     assert main(["release", "rebuild", str(index), "-q"]) == CernVMError.exit_code
     assert "error: release 2026.11-1: no artifact was rebuilt" in capsys.readouterr().err
+
+
+@pytest.mark.integration
+@pytest.mark.usefixtures("s3env")
+def test_publish_shows_one_line_per_destination_and_json_keeps_the_report(
+    tmp_path: Path, s3server: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """pr33b: `release publish` without --json printed its whole report as pretty JSON, an action
+    per object (619 of them for the demo release), where `mirror` prints one line per destination."""
+    from cernvm_build.cli.main import main
+    from cernvm_build.mirror.s3client import make_client
+
+    make_client(endpoint_url=s3server.endpoint).create_bucket(Bucket="pr33b-rel")
+    index = _release(tmp_path / "r")
+    argv = [
+        "release",
+        "publish",
+        str(index.parent),
+        "s3://pr33b-rel/releases",
+        "--endpoint-url",
+        s3server.endpoint,
+    ]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    dest = "s3://pr33b-rel/releases/2026.11-1"
+    assert out.splitlines() == [f"{dest}: uploaded 4 object(s) (5952 bytes), deleted 0, unchanged 0"], out
+    assert main([*argv, "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["artifacts"]["dest"] == dest and doc["artifacts"]["unchanged"] == 4
