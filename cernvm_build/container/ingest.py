@@ -443,8 +443,10 @@ def ingest_image(
     ref = f"{w.registry}/{w.repository}:{tag}"
     raw = raw_top = inspect_raw(ref, opts=opts)
     platforms = index_platforms(ref, raw)
+    need = 0
     if platforms is None:
-        _check_space(ref, check_before_pull(ref, raw, limits), work)
+        need = check_before_pull(ref, raw, limits)
+        _check_space(ref, need, work)
     if platforms is not None:
         # A platform's name in the hub must not be a tag of its own in the registry: the two images
         # would take turns under one name, whichever was ingested last. Refused before any pull.
@@ -456,7 +458,6 @@ def ingest_image(
                 f"has {', '.join(clash)} as tags of their own",
                 hint="ingest those tags by themselves, or rename them in the registry",
             )
-        need = 0
         for p in platforms:
             where = f"{ref} ({p.name})"
             try:
@@ -468,7 +469,13 @@ def ingest_image(
     # by the digest of what was checked: pulled by tag, the registry could answer the pull with
     # another manifest (1 TiB layers after the check of a small image)
     pinned = f"{w.registry}/{w.repository}@{digest_of(raw_top)}"
-    layout = pull(pinned, work / "image.oci", opts=opts, all_platforms=platforms is not None)
+    # skopeo stopped past what the manifests declare: the layers, and each image's config and
+    # manifest and the list at most MAX_RAW (a blob's digest is checked only at its end)
+    images = 1 if platforms is None else len(platforms)
+    allowed = need + (2 * images + 2) * MAX_RAW
+    layout = pull(
+        pinned, work / "image.oci", opts=opts, all_platforms=platforms is not None, max_bytes=allowed
+    )
     top = json.loads((layout / "index.json").read_text())["manifests"][0]
     if platforms is None:
         return [ingest_manifest(w, tag, layout, top["digest"], publish, limits=limits)]

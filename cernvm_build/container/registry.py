@@ -9,7 +9,9 @@ folder first).
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -115,10 +117,18 @@ def _config_text(path: Path, hint: str) -> str:
     return utf8_text(data, str(path), hint)
 
 
-def _skopeo(args: list[str], what: str, timeout: int | None = None) -> bytes:
+@dataclass(frozen=True)
+class Quota:
+    """The most bytes skopeo may write under ``folder`` (a pull's scratch layout)."""
+
+    folder: Path
+    max_bytes: int
+
+
+def _skopeo(args: list[str], what: str, timeout: int | None = None, quota: Quota | None = None) -> bytes:
     """skopeo's output as it wrote it (``inspect --raw``: the registry's bytes, which its digest
     is of; text mode turned a CR LF into LF). ``timeout``: seconds skopeo is given (its
-    ``--command-timeout``), else ``_TIMEOUT``."""
+    ``--command-timeout``), else ``_TIMEOUT``. ``quota``: skopeo is stopped once it wrote more."""
     if shutil.which("skopeo") is None:
         raise BuildError(f"{what}: needs skopeo", hint="apt-get install skopeo")
     limit = _TIMEOUT
@@ -133,6 +143,15 @@ def _skopeo(args: list[str], what: str, timeout: int | None = None) -> bytes:
                 break
             except subprocess.TimeoutExpired:
                 rss = _rss(proc.pid)
+                written = _bytes_under(quota.folder) if quota is not None else 0
+                if quota is not None and written > quota.max_bytes:
+                    proc.kill()
+                    proc.communicate()
+                    raise BuildError(
+                        f"{what}: the registry sent more than the {quota.max_bytes} bytes its manifest"
+                        f" declares ({written} written), stopped",
+                        hint="the registry is damaged or hostile: a blob larger than the manifest says",
+                    ) from None
                 if rss <= MAX_SKOPEO_RSS and time.monotonic() < deadline:
                     continue
                 proc.kill()
@@ -152,11 +171,23 @@ def _skopeo(args: list[str], what: str, timeout: int | None = None) -> bytes:
                 f"{what}: no whole answer from the registry in {timeout} s ({message})",
                 hint=_slow_hint(timeout),
             )
-        raise BuildError(
-            f"{what}: {message}",
-            hint="check the image name, the registry and its TLS (--no-tls-verify)",
-        )
+        hint = "check the image name, the registry and its TLS (--no-tls-verify)"
+        if "exceeded maximum allowed size" in message:
+            # skopeo's words for a manifest over its 4 MiB begin "Error parsing image name": the name
+            # was fine, the registry's answer was not
+            hint = "the registry answered more than skopeo accepts (a manifest: 4 MiB): damaged or hostile"
+        raise BuildError(f"{what}: {message}", hint=hint)
     return out
+
+
+def _bytes_under(folder: Path) -> int:
+    """The bytes of the files under ``folder`` (0 for what vanished while it was walked)."""
+    total = 0
+    for root, _dirs, files in os.walk(folder):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(root, name)).st_size
+    return total
 
 
 def _slow_hint(timeout: int | None) -> str:
@@ -276,10 +307,14 @@ def push(
         return digest_file.read_text().strip()
 
 
-def pull(ref: str, dest: Path, *, opts: RegistryOptions, all_platforms: bool = False) -> Path:
+def pull(
+    ref: str, dest: Path, *, opts: RegistryOptions, all_platforms: bool = False, max_bytes: int | None = None
+) -> Path:
     """Copy ``ref`` (``host[:port]/repo:tag``) into the OCI layout ``dest`` (tagged ``latest``),
     checked against ``opts.policy`` when given; ``all_platforms``: a manifest list with every
-    image it lists (else skopeo picks this machine's)."""
+    image it lists (else skopeo picks this machine's). ``max_bytes``: what the manifests declare
+    (skopeo checks a blob's digest only at its end: a 102-byte layer whose body never ended wrote
+    1 GiB, and would have gone on until the disk was full or 30 minutes had passed)."""
     source = _docker(ref)
     # the policy checks the signatures on the way; an OCI layout cannot keep them
     args = [
@@ -295,7 +330,8 @@ def pull(ref: str, dest: Path, *, opts: RegistryOptions, all_platforms: bool = F
         args += ["--all"]
     with atomic_dir(dest) as tmp:
         into = _oci_name(tmp, "latest", "point TMPDIR at a folder whose path holds no ':'")
-        _skopeo([*args, source, into], f"pull {ref}")
+        quota = Quota(tmp, max_bytes) if max_bytes is not None else None
+        _skopeo([*args, source, into], f"pull {ref}", quota=quota)
     return dest
 
 

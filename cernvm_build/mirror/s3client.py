@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 import botocore.exceptions
 
 from ..errors import MirrorError, UsageError
+from . import s3direct
 from .s3direct import DirectPut, Keys
 
 if TYPE_CHECKING:
@@ -188,9 +189,10 @@ def make_client(
         _check_endpoint(endpoint)
     options: dict[str, Any] = {
         "max_pool_connections": max_connections,
-        "retries": {"max_attempts": 5, "mode": "standard"},
-        "connect_timeout": 10,
-        "read_timeout": 120,
+        # the same budget as our own PUTs (s3direct): a dead endpoint fails in about half a minute
+        "retries": {"total_max_attempts": s3direct.ATTEMPTS, "mode": "standard"},
+        "connect_timeout": s3direct.CONNECT_TIMEOUT,
+        "read_timeout": s3direct.READ_TIMEOUT,
     }
     if endpoint:
         options["s3"] = {"addressing_style": "path"}
@@ -273,6 +275,17 @@ def s3_error(e: BaseException, where: str) -> MirrorError:
         )
     if isinstance(e, botocore.exceptions.NoCredentialsError):
         return MirrorError("no S3 credentials found", hint=CREDENTIALS_HINT)
+    if isinstance(e, botocore.exceptions.ReadTimeoutError | botocore.exceptions.ConnectTimeoutError):
+        # botocore's text names the request's URL (bucket, query); the endpoint is what to check
+        parts = urlsplit(str(e.kwargs.get("endpoint_url", "")))
+        endpoint = f"{parts.scheme}://{parts.netloc}"  # checked to carry no credentials
+        what = "accept a connection" if isinstance(e, botocore.exceptions.ConnectTimeoutError) else "answer"
+        wait = s3direct.CONNECT_TIMEOUT if what != "answer" else s3direct.READ_TIMEOUT
+        return MirrorError(
+            f"{where}: the S3 endpoint {endpoint} did not {what} within {wait:g} s"
+            f" ({s3direct.ATTEMPTS} tries)",
+            hint="check --endpoint-url (or AWS_ENDPOINT_URL), the credentials and the network",
+        )
     if isinstance(e, botocore.exceptions.EndpointConnectionError | botocore.exceptions.ConnectionError):
         return MirrorError(
             f"{where}: cannot reach the S3 endpoint ({e})",

@@ -45,7 +45,16 @@ from ..errors import MirrorError
 #: statuses and error codes worth another try (what botocore's "standard" retry mode retries)
 _RETRY_STATUS = frozenset({500, 502, 503, 504})
 _RETRY_CODES = frozenset({"RequestTimeout", "SlowDown", "InternalError", "ServiceUnavailable", "Throttling"})
-ATTEMPTS = 5
+#: tries of one S3 request, the first included, botocore's (standard mode) and ours: a bounded
+#: budget, so a server that accepts and never answers fails a request in ATTEMPTS × READ_TIMEOUT
+ATTEMPTS = 3
+#: an S3 request's connect timeout, and the longest it waits for the server's next bytes (one socket
+#: operation), botocore's and ours. With 5 retries × 120 s a stalled endpoint held `mirror sync` for
+#: 725 s (pr33a); a server that is slow but answers within it still works. The read timeout is not
+#: shorter because a busy Ceph RGW may think tens of seconds before it answers a big multipart
+#: upload's completion, and a retried completion can only fail (the upload is gone).
+CONNECT_TIMEOUT = 10.0
+READ_TIMEOUT = 30.0
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 #: a body read from a file is sent in blocks of this size
 BLOCK = 1 << 20
@@ -212,7 +221,7 @@ class DirectPut:
 
     def __init__(
         self, endpoint_url: str, region: str, credentials: Callable[[], Keys], *, connections: int = 16,
-        timeout: float = 120.0, cafile: str | None = None, deadline_floor: float = DEADLINE_FLOOR,
+        timeout: float | None = None, cafile: str | None = None, deadline_floor: float = DEADLINE_FLOOR,
     ):  # fmt: skip
         parts = urlsplit(endpoint_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -225,7 +234,7 @@ class DirectPut:
         self.base = parts.path.rstrip("/")
         self.region = region
         self.credentials = credentials
-        self.timeout = timeout  # per socket operation
+        self.timeout = READ_TIMEOUT if timeout is None else timeout  # per socket operation, connect too
         self.deadline_floor = deadline_floor
         self.connections = connections
         self.context = ssl.create_default_context(cafile=cafile) if self.https else None

@@ -4,13 +4,17 @@ line."""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
+import os
 import shutil
 import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar, NoReturn
 
 import pytest
 
@@ -252,3 +256,134 @@ def test_a_push_destination_names_its_registry(
     with pytest.raises(BuildError) as e:
         registry.push(image, dest, tag="1", opts=RegistryOptions())
     assert said in e.value.message and called == []
+
+
+def _digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+class _EndlessBlob(BaseHTTPRequestHandler):
+    """A registry whose image declares a 102-byte layer and sends that layer's blob without end:
+    random bytes (gzip does not shrink them, as skopeo's copy did a blob of spaces) up to ``CAP``."""
+
+    protocol_version = "HTTP/1.1"
+    CAP = 512 << 20
+    layer = b"\x1f\x8b" + b"\0" * 100
+    config = json.dumps(
+        {"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}}
+    )
+    manifest = json.dumps({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": _digest(config.encode()), "size": len(config)},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                    "digest": _digest(layer), "size": len(layer)}],
+    }).encode()  # fmt: skip
+    sent: ClassVar[list[int]] = []
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_HEAD(self) -> None:
+        self.do_GET(head=True)
+
+    def do_GET(self, head: bool = False) -> None:
+        if "/blobs/" in self.path and self.path.endswith(_digest(self.layer)) and not head:
+            self.send_response(200)
+            self.send_header("Connection", "close")
+            self.end_headers()
+            chunk, sent = os.urandom(1 << 16), 0
+            try:
+                while sent < self.CAP:
+                    self.wfile.write(chunk)
+                    sent += len(chunk)
+            except OSError:  # skopeo was stopped
+                pass
+            _EndlessBlob.sent.append(sent)
+            return
+        body = b"{}"
+        ctype = "application/json"
+        if "/manifests/" in self.path:
+            body, ctype = self.manifest, "application/vnd.oci.image.manifest.v1+json"
+        elif "/blobs/" in self.path:
+            body = self.config.encode()
+        self.send_response(200)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Docker-Content-Digest", _digest(body))
+        self.end_headers()
+        if not head:
+            self.wfile.write(body)
+
+
+@pytest.fixture
+def endless_blob() -> Iterator[str]:
+    _EndlessBlob.sent.clear()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _EndlessBlob)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_blob_larger_than_its_manifest_says_stops_the_pull_and_leaves_nothing(
+    endless_blob: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pr33c: skopeo checks a blob's digest only at its end, so a 102-byte layer whose body never
+    ended wrote 1 GiB into the scratch layout (a real registry: until the disk was full or 30
+    minutes passed). The pull is stopped past what the manifests declare, one line, nothing left."""
+    from cernvm_build.container import ingest
+
+    monkeypatch.setattr(registry, "_POLL", 0.05)  # the test's bytes, not the rule
+    work = tmp_path / "work"
+    work.mkdir()
+    wish = ingest.Wish(endless_blob, "x/y", "t")
+    with pytest.raises(BuildError) as e:
+        ingest.ingest_image(wish, "t", _publish_never, opts=RegistryOptions(tls_verify=False), work=work)
+    assert f"pull {endless_blob}/x/y@sha256:" in e.value.message and "\n" not in e.value.message
+    assert "the registry sent more than the " in e.value.message, e.value.message
+    assert "bytes its manifest declares" in e.value.message
+    assert list(work.iterdir()) == []
+    assert _EndlessBlob.sent and _EndlessBlob.sent[0] < _EndlessBlob.CAP // 2
+
+
+def _publish_never(*args: object) -> NoReturn:
+    raise AssertionError("nothing may be published")
+
+
+class _HugeManifest(BaseHTTPRequestHandler):
+    """A registry whose manifest is 5 MiB (skopeo accepts 4)."""
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        body = b"{}" if self.path == "/v2/" else b'{"schemaVersion": 2, "x": "' + b"a" * (5 << 20) + b'"}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        with contextlib.suppress(OSError):
+            self.wfile.write(body)
+
+
+def test_a_manifest_over_skopeo_s_limit_is_blamed_on_the_registry_not_the_name() -> None:
+    """skopeo says "Error parsing image name ...: exceeded maximum allowed size": the hint said to
+    check the image name."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _HugeManifest)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(BuildError) as e:
+            registry.inspect_raw(
+                f"127.0.0.1:{server.server_address[1]}/x/y:1", opts=RegistryOptions(tls_verify=False)
+            )
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert "exceeded maximum allowed size of 4194304 bytes" in e.value.message and "\n" not in e.value.message
+    assert e.value.hint is not None and "the registry answered more than skopeo accepts" in e.value.hint
