@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 if TYPE_CHECKING:
     from _typeshed import SupportsWrite
     from rich.console import Console
-    from rich.progress import Progress
+    from rich.progress import Progress, TaskID
     from rich.text import Text
 
 from ..cvmfs.limits import MAX_JOBS, MAX_RETRIES
@@ -362,6 +362,14 @@ class Output:
     def _bars_off(self) -> bool:
         # decided before rich is imported where it can be (--quiet, --json)
         return self.quiet > 0 or self.json_mode or not self.err.is_terminal
+
+    def ticker(self, bar: Progress, task: TaskID) -> Callable[[object], None] | None:
+        """A per-entry callback advancing ``task``, or None when no bar is shown: a disabled rich bar
+        still keeps a speed sample per advance (about 1.3 CPU-s a million; an export or verify of a
+        million entries paid it once an entry for nothing)."""
+        if self._bars_off():
+            return None
+        return lambda _entry: bar.advance(task)
 
     @contextmanager
     def progress(self, *, transfer: bool = False) -> Iterator[Progress]:

@@ -206,7 +206,7 @@ def cmd_verify(args: argparse.Namespace, out: Output) -> int:
     with open_from_args(args) as repo:
         with out.progress() as bar:
             task = bar.add_task(f"verifying {repo.fqrn}", total=None)
-            report = repo.verify(progress=lambda e: bar.advance(task), on_problem=problem)
+            report = repo.verify(progress=out.ticker(bar, task), on_problem=problem)
         data = {
             "fqrn": repo.fqrn,
             "revision": repo.revision,
@@ -265,7 +265,7 @@ def cmd_export(args: argparse.Namespace, out: Output) -> int:
             subtree=args.path,
             jobs=args.jobs,
             devices=args.devices,
-            progress=lambda e: bar.advance(task),
+            progress=out.ticker(bar, task),
         )
     report = result.report
     for p, why in report.skipped:

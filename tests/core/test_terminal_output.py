@@ -119,6 +119,24 @@ def test_a_progress_bar_s_description_is_never_markup() -> None:
     assert "verify z[red]a.oci [bold]b[/bold]" in shown
 
 
+def test_a_shown_bar_is_advanced_an_entry_at_a_time() -> None:
+    """``Output.ticker``: None when no bar is shown (tests/cvmfs/test_cli.py), a callback that
+    advances the task by one for each entry when one is."""
+    import io
+
+    from rich.console import Console
+
+    out = Output()
+    out.__dict__["err"] = Console(file=io.StringIO(), force_terminal=True, width=200, highlight=False)
+    with out.progress() as bar:
+        task = bar.add_task("exporting", total=None)
+        tick = out.ticker(bar, task)
+        assert tick is not None
+        for entry in ("a", "b", "c"):
+            tick(entry)
+        assert bar.tasks[0].completed == 3
+
+
 def test_a_live_progress_line_carries_no_escape_sequence() -> None:
     """pr26b finding 1: the reporter's status line and bar labels (a step naming an image index's URL,
     a scoped instance name) and ``Output.progress``'s descriptions reached the terminal raw: ESC ] 52
