@@ -6,7 +6,8 @@ urllib) and the CernVM-FS fetcher (``cvmfs.fetch``). Standard library only: the 
 A hostile or broken server answers a GET with a redirect anywhere. Not followed: a scheme other than
 http(s) (urllib follows ftp://, and file:// would read this machine's files); https to http (apt
 refuses it too: the TLS the user asked for would end there); a hop into loopback or link-local
-addresses from a host outside that block (the server would have this machine request its own
+addresses (0.0.0.0 and :: too: a connect there is one to this machine) from a host outside that
+block (the server would have this machine request its own
 services, or a cloud's metadata service at 169.254.169.254, whose answer is then read, staged and
 named in error lines). Names are resolved for the check; the connect resolves again, so a name
 whose answer changes between the two (DNS rebinding) is not caught: the check is for the
@@ -41,7 +42,8 @@ def _block(host: str, port: int | None) -> str | None:
     for a in addrs:
         mapped = a.ipv4_mapped if isinstance(a, ipaddress.IPv6Address) else None
         a = mapped or a
-        if a.is_loopback:
+        # a connect to 0.0.0.0 or :: (also spelt "0") reaches this machine's own services on Linux
+        if a.is_loopback or a.is_unspecified:
             return "loopback"
         if a.is_link_local:
             return "link-local"

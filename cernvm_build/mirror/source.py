@@ -356,14 +356,16 @@ class Deadlined:
         return True
 
     @contextlib.contextmanager
-    def get(self, session: requests.Session, url: str, **kwargs: Any) -> Iterator[requests.Response]:
-        """``session.get(url, stream=True, **kwargs)`` (a ``deadline_session``) under the deadline,
-        redirects followed here (``_follow``), not by requests."""
+    def get(
+        self, session: requests.Session, url: str, method: str = "GET", **kwargs: Any
+    ) -> Iterator[requests.Response]:
+        """``session.request(method, url, stream=True, **kwargs)`` (a ``deadline_session``) under
+        the deadline, redirects followed here (``_follow``), not by requests."""
         self._token = watchdog.arm(deadline(self.start, self.floor, 0), self._shut)
         try:
             _sending.conns = self._conns
             try:
-                resp = self._follow(session, url, kwargs)
+                resp = self._follow(session, method, url, kwargs)
             except requests.RequestException:
                 raise
             except ValueError as e:
@@ -382,13 +384,16 @@ class Deadlined:
             self._late = watchdog.disarm(self._token) or self._late
             self._token = None
 
-    def _follow(self, session: requests.Session, url: str, kwargs: dict[str, Any]) -> requests.Response:
-        """The GET of ``url`` after its redirects, each checked by ``httpredirect.refusal``.
-        requests read each redirect's body whole into memory before following it: a 302 with an
-        endless body took 2.7 GB in 30 s, past a 5 s deadline, to a MemoryError traceback (pr33a).
-        Here a redirect's body is never read."""
+    def _follow(
+        self, session: requests.Session, method: str, url: str, kwargs: dict[str, Any]
+    ) -> requests.Response:
+        """The answer to ``method`` (GET or HEAD: no body to resend) of ``url`` after its
+        redirects, each checked by ``httpredirect.refusal``. requests read each redirect's body
+        whole into memory before following it: a 302 with an endless body took 2.7 GB in 30 s,
+        past a 5 s deadline, to a MemoryError traceback (pr33a). Here a redirect's body is never
+        read."""
         for _ in range(httpredirect.MAX_REDIRECTS + 1):
-            resp = session.get(url, stream=True, allow_redirects=False, **kwargs)
+            resp = session.request(method, url, stream=True, allow_redirects=False, **kwargs)
             target = requests.Session.get_redirect_target(session, resp)
             if target is None:
                 return resp

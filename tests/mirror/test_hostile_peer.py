@@ -88,6 +88,11 @@ def test_redirect_rules() -> None:
     assert httpredirect.refusal("http://192.0.2.1/a", "http://[::ffff:127.0.0.1]/b") is not None
     assert httpredirect.refusal("http://192.0.2.1/a", "http://localhost:8/b") is not None
     assert httpredirect.refusal("http://192.0.2.1/a", "http://192.0.2.1:99999/b") is not None
+    # rv33a: a connect to the unspecified address is one to this machine (Linux), in any spelling
+    for host in ("0.0.0.0", "0", "[::]", "[::ffff:0.0.0.0]", "0x0"):
+        assert httpredirect.refusal("http://192.0.2.1/a", f"http://{host}:8/b") == (
+            "into a loopback address, from 192.0.2.1"
+        ), host
     assert httpredirect.refusal("http://127.0.0.1/a", "http://localhost/b") is None
     assert httpredirect.refusal("http://127.0.0.1/a", "https://192.0.2.1/b") is None
     assert httpredirect.refusal("http://192.0.2.1/a", "https://198.51.100.7/b") is None
