@@ -331,11 +331,12 @@ class RedirectRefused(requests.exceptions.InvalidURL):
 
 
 class Deadlined:
-    """One streamed GET under one deadline covering connect, status line, headers and body: a floor,
-    then MIN_RATE on average (``s3direct.deadline``), moved forward as body bytes arrive (``moved``),
-    enforced by the one watchdog thread shutting the socket down. A server trickling its status line
-    or headers a byte a second held a request for ever: the deadline started after the headers.
-    Shared by the mirror's HTTP source and cernvm-launch's downloads (``launch.download``)."""
+    """One streamed GET (or HEAD) under one deadline covering connect, status line, headers and
+    body: a floor, then MIN_RATE on average (``s3direct.deadline``), moved forward as body bytes
+    arrive (``moved``), enforced by the one watchdog thread shutting the socket down. A server
+    trickling its status line or headers a byte a second held a request for ever: the deadline
+    started after the headers. Shared by the mirror's HTTP source, cernvm-launch's downloads
+    (``launch.download``) and the site check's external links (``site.check``)."""
 
     def __init__(self, floor: float) -> None:
         self.floor = floor
