@@ -6,7 +6,8 @@ urllib) and the CernVM-FS fetcher (``cvmfs.fetch``). Standard library only: the 
 A hostile or broken server answers a GET with a redirect anywhere. Not followed: a scheme other than
 http(s) (urllib follows ftp://, and file:// would read this machine's files); https to http (apt
 refuses it too: the TLS the user asked for would end there); a hop into loopback or link-local
-addresses from a host outside that block (the server would have this machine request its own
+addresses (0.0.0.0 and :: too: a connect there is one to this machine) from a host outside that
+block (the server would have this machine request its own
 services, or a cloud's metadata service at 169.254.169.254, whose answer is then read, staged and
 named in error lines). Names are resolved for the check; the connect resolves again, so a name
 whose answer changes between the two (DNS rebinding) is not caught: the check is for the
@@ -16,10 +17,20 @@ redirects a plain hostile server can send.
 from __future__ import annotations
 
 import socket
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    from ipaddress import IPv4Address, IPv6Address
 
 #: redirects one download follows (apt's and urllib's limit; requests' own is 30)
 MAX_REDIRECTS = 10
+
+#: each name's block as it resolved, kept for the process: a server redirecting every object to one
+#: CDN name cost the fetcher (the initrd's mount) a DNS query per object, where its kept-alive
+#: connection needs none (rebinding between two answers is not caught anyway, module docstring)
+_resolved: dict[str, str | None] = {}
+_RESOLVED_KEPT = 256
 
 
 def _block(host: str, port: int | None) -> str | None:
@@ -33,15 +44,28 @@ def _block(host: str, port: int | None) -> str | None:
     try:
         addrs = [ipaddress.ip_address(host.split("%")[0])]
     except ValueError:
+        if host in _resolved:
+            return _resolved[host]
         try:
             infos = socket.getaddrinfo(host, port or 80, 0, socket.SOCK_STREAM)
         except (OSError, UnicodeError):
-            return None
+            return None  # (not kept: a name that resolves later is checked then)
         addrs = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
+        if len(_resolved) >= _RESOLVED_KEPT:
+            _resolved.clear()
+        _resolved[host] = _in_block(addrs)
+        return _resolved[host]
+    return _in_block(addrs)
+
+
+def _in_block(addrs: list[IPv4Address | IPv6Address]) -> str | None:
+    import ipaddress
+
     for a in addrs:
         mapped = a.ipv4_mapped if isinstance(a, ipaddress.IPv6Address) else None
         a = mapped or a
-        if a.is_loopback:
+        # a connect to 0.0.0.0 or :: (also spelt "0") reaches this machine's own services on Linux
+        if a.is_loopback or a.is_unspecified:
             return "loopback"
         if a.is_link_local:
             return "link-local"

@@ -331,11 +331,12 @@ class RedirectRefused(requests.exceptions.InvalidURL):
 
 
 class Deadlined:
-    """One streamed GET under one deadline covering connect, status line, headers and body: a floor,
-    then MIN_RATE on average (``s3direct.deadline``), moved forward as body bytes arrive (``moved``),
-    enforced by the one watchdog thread shutting the socket down. A server trickling its status line
-    or headers a byte a second held a request for ever: the deadline started after the headers.
-    Shared by the mirror's HTTP source and cernvm-launch's downloads (``launch.download``)."""
+    """One streamed GET (or HEAD) under one deadline covering connect, status line, headers and
+    body: a floor, then MIN_RATE on average (``s3direct.deadline``), moved forward as body bytes
+    arrive (``moved``), enforced by the one watchdog thread shutting the socket down. A server
+    trickling its status line or headers a byte a second held a request for ever: the deadline
+    started after the headers. Shared by the mirror's HTTP source, cernvm-launch's downloads
+    (``launch.download``) and the site check's external links (``site.check``)."""
 
     def __init__(self, floor: float) -> None:
         self.floor = floor
@@ -356,14 +357,16 @@ class Deadlined:
         return True
 
     @contextlib.contextmanager
-    def get(self, session: requests.Session, url: str, **kwargs: Any) -> Iterator[requests.Response]:
-        """``session.get(url, stream=True, **kwargs)`` (a ``deadline_session``) under the deadline,
-        redirects followed here (``_follow``), not by requests."""
+    def get(
+        self, session: requests.Session, url: str, method: str = "GET", **kwargs: Any
+    ) -> Iterator[requests.Response]:
+        """``session.request(method, url, stream=True, **kwargs)`` (a ``deadline_session``) under
+        the deadline, redirects followed here (``_follow``), not by requests."""
         self._token = watchdog.arm(deadline(self.start, self.floor, 0), self._shut)
         try:
             _sending.conns = self._conns
             try:
-                resp = self._follow(session, url, kwargs)
+                resp = self._follow(session, method, url, kwargs)
             except requests.RequestException:
                 raise
             except ValueError as e:
@@ -382,13 +385,16 @@ class Deadlined:
             self._late = watchdog.disarm(self._token) or self._late
             self._token = None
 
-    def _follow(self, session: requests.Session, url: str, kwargs: dict[str, Any]) -> requests.Response:
-        """The GET of ``url`` after its redirects, each checked by ``httpredirect.refusal``.
-        requests read each redirect's body whole into memory before following it: a 302 with an
-        endless body took 2.7 GB in 30 s, past a 5 s deadline, to a MemoryError traceback (pr33a).
-        Here a redirect's body is never read."""
+    def _follow(
+        self, session: requests.Session, method: str, url: str, kwargs: dict[str, Any]
+    ) -> requests.Response:
+        """The answer to ``method`` (GET or HEAD: no body to resend) of ``url`` after its
+        redirects, each checked by ``httpredirect.refusal``. requests read each redirect's body
+        whole into memory before following it: a 302 with an endless body took 2.7 GB in 30 s,
+        past a 5 s deadline, to a MemoryError traceback (pr33a). Here a redirect's body is never
+        read."""
         for _ in range(httpredirect.MAX_REDIRECTS + 1):
-            resp = session.get(url, stream=True, allow_redirects=False, **kwargs)
+            resp = session.request(method, url, stream=True, allow_redirects=False, **kwargs)
             target = requests.Session.get_redirect_target(session, resp)
             if target is None:
                 return resp

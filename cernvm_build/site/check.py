@@ -296,22 +296,24 @@ def _check_external(
     """Each URL's problem (None: it answers)."""
     import requests  # deliberate lazy import: only --external probes the network
 
-    from ..mirror.source import Deadlined, deadline_session
+    from ..mirror.source import Deadlined, deadline_session, failure
 
-    session = requests.Session()
-    # the GET's redirects are followed by Deadlined.get, their bodies unread: requests read each
-    # whole, and a 302 with an endless body took all the memory (pr33a); a HEAD's have none
-    getter = deadline_session()
-    for s in (session, getter):
-        s.headers["User-Agent"] = "cernvm-build-site-check/1"
+    # HEAD and GET both through Deadlined.get: its redirects are checked by httpredirect.refusal
+    # (requests' own followed a HEAD's into 169.254.169.254) and a redirect's body is never read
+    # (requests read each whole: a 302 with an endless body took all the memory, pr33a)
+    session = deadline_session()
+    session.headers["User-Agent"] = "cernvm-build-site-check/1"
 
     def probe(url: str) -> str | None:
         try:
-            status = session.head(url, allow_redirects=True, timeout=timeout).status_code
+            with Deadlined(timeout).get(session, url, "HEAD", timeout=timeout) as r:
+                status = r.status_code
             if status in (403, 405, 501):
-                with Deadlined(timeout).get(getter, url, timeout=timeout) as r:
+                with Deadlined(timeout).get(session, url, timeout=timeout) as r:
                     status = r.status_code
             return None if status < 400 else f"HTTP {status}"
+        except requests.exceptions.InvalidURL as e:  # RedirectRefused too: which and why
+            return f"{type(e).__name__}: {failure(e)}"
         except requests.RequestException as e:
             return type(e).__name__
         except ValueError as e:

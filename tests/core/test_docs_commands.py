@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import difflib
 import io
 import re
 import shlex
@@ -134,8 +135,15 @@ def test_every_command_the_prose_names_exists() -> None:
         parser = parsers[program]
         for word in words:
             choices = _subparsers(parser)
-            if word not in choices and "build" in choices and not word.startswith("-"):
-                parser = choices["build"]  # `image el9`, `release V`: the default command's
+            # `image el9`, `release V`: the default command's; not a near miss of a subcommand
+            # (`release verfy` read as a release named so, and no misspelt command was found, rv33a)
+            if (
+                word not in choices
+                and "build" in choices
+                and not word.startswith("-")
+                and not difflib.get_close_matches(word, choices, n=1, cutoff=0.75)
+            ):
+                parser = choices["build"]
                 break
             if not choices or not re.fullmatch(r"[a-z][a-z-]*", word):
                 break

@@ -88,9 +88,38 @@ def test_redirect_rules() -> None:
     assert httpredirect.refusal("http://192.0.2.1/a", "http://[::ffff:127.0.0.1]/b") is not None
     assert httpredirect.refusal("http://192.0.2.1/a", "http://localhost:8/b") is not None
     assert httpredirect.refusal("http://192.0.2.1/a", "http://192.0.2.1:99999/b") is not None
+    # rv33a: a connect to the unspecified address is one to this machine (Linux), in any spelling
+    for host in ("0.0.0.0", "0", "[::]", "[::ffff:0.0.0.0]", "0x0"):
+        assert httpredirect.refusal("http://192.0.2.1/a", f"http://{host}:8/b") == (
+            "into a loopback address, from 192.0.2.1"
+        ), host
     assert httpredirect.refusal("http://127.0.0.1/a", "http://localhost/b") is None
     assert httpredirect.refusal("http://127.0.0.1/a", "https://192.0.2.1/b") is None
     assert httpredirect.refusal("http://192.0.2.1/a", "https://198.51.100.7/b") is None
+
+
+def test_a_name_is_resolved_once_for_the_rule(monkeypatch: pytest.MonkeyPatch) -> None:
+    """rv33a: every redirect to a CDN name was a DNS query of its own, in the CernVM-FS fetcher
+    (the initrd's mount) too, where the kept-alive connection to that name needs none. A name that
+    did not resolve is asked again (its answer may come)."""
+    asked: list[str] = []
+    answers = {"cdn.example": "198.51.100.7", "meta.example": "169.254.169.254"}
+
+    def getaddrinfo(host: str, port: int, *args: object) -> list[tuple[object, ...]]:
+        asked.append(host)
+        if host not in answers:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (answers[host], port))]
+
+    monkeypatch.setattr(httpredirect, "_resolved", {}, raising=False)  # (each test its own)
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    for n in range(3):
+        assert httpredirect.refusal("http://192.0.2.1/a", f"http://cdn.example/o{n}") is None
+        assert httpredirect.refusal("http://192.0.2.1/a", f"http://meta.example/o{n}") == (
+            "into a link-local address, from 192.0.2.1"
+        )
+        assert httpredirect.refusal("http://192.0.2.1/a", "http://later.example/") is None
+    assert sorted(asked) == ["cdn.example", "later.example", "later.example", "later.example", "meta.example"]
 
 
 def test_a_redirect_loop_stops_after_ten_hops(tmp_path: Path) -> None:

@@ -105,3 +105,23 @@ def test_dpkg_on_a_full_disk_is_the_full_disks_line_and_leaves_nothing(
     with pytest.raises(BuildError, match=r"installing the Debian packages failed \(exit 1\)") as failed:
         debian._install(tree, tmp_path, [deb], 0, None)
     assert "debian-build-failed.log" in str(failed.value.hint)
+
+
+def test_a_failure_of_dpkg_s_own_where_only_root_has_room_is_not_a_full_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """rv33a: dpkg (root) may write into the blocks kept back from other users; with none left for
+    them (``f_bavail`` 0) and 1 GiB for root, a maintainer script's failure was "No space left on
+    device" and its log deleted. A stand-in ``statvfs``: a real ext4 with reserved blocks nearly full
+    is a disk image this test does not need for the rule."""
+    log = tmp_path / "dpkg.log"
+    log.write_text("dpkg: error processing package pkg (--configure): ... returned error exit status 1\n")
+    room = os.statvfs_result((4096, 4096, 1 << 20, 1 << 18, 0, 1000, 500, 500, 0, 255))
+    monkeypatch.setattr(debian.os, "statvfs", lambda _path: room)
+    monkeypatch.setattr(debian.os, "geteuid", lambda: 0)
+    debian._raise_if_full(tmp_path / "tree", log)  # dpkg's own failure: the caller keeps its log
+    assert log.exists()
+    monkeypatch.setattr(debian.os, "geteuid", lambda: 1000)  # not root: the kept-back room is not its
+    with pytest.raises(OSError) as e:
+        debian._raise_if_full(tmp_path / "tree", log)
+    assert e.value.errno == errno.ENOSPC and not log.exists()

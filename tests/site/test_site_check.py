@@ -143,7 +143,8 @@ def test_an_external_link_redirecting_to_a_url_requests_cannot_parse_is_reported
         (out / "index.html").write_text(f'<a href="{url}">x</a>\n')
         report = check_site(out, BASE, external=True, timeout=5, deadline=10)
     assert [str(p) for p in report.problems] == [
-        f"index.html:1: external link '{url}': redirect to a URL that cannot be read (Invalid IPv6 URL)"
+        f"index.html:1: external link '{url}': InvalidURL: a redirect to a URL that cannot be read"
+        " (Invalid IPv6 URL)"
     ]
     assert "Traceback" not in capfd.readouterr().err
 
@@ -254,3 +255,32 @@ def test_an_external_link_s_get_never_reads_a_redirect_s_body(tmp_path: Path) ->
     assert [str(p) for p in report.problems] == [
         f"index.html:1: external link 'http://127.0.0.1:{port}/x': HTTP 404"
     ]
+
+
+@pytest.mark.integration
+def test_an_external_link_s_head_follows_no_redirect_the_rule_refuses(tmp_path: Path) -> None:
+    """rv33a: the HEAD was requests' own, redirects and all: a link's server could have the check
+    ask a cloud's metadata service (169.254.169.254) and report what it answered. The HEAD's
+    redirects are the downloads' (``httpredirect.refusal``), as the GET's were."""
+    from tests.support import listening
+
+    hits: list[bytes] = []
+
+    def redirect(conn: socket.socket) -> None:
+        with conn, contextlib.suppress(OSError):
+            hits.append(conn.recv(65536).split(b" ")[0])
+            conn.sendall(
+                b"HTTP/1.1 302 Found\r\nLocation: http://169.254.169.254/x\r\nContent-Length: 0\r\n\r\n"
+            )
+
+    out = tmp_path / "out"
+    out.mkdir()
+    with listening(redirect) as port:
+        url = f"http://127.0.0.1:{port}/x"
+        (out / "index.html").write_text(f'<a href="{url}">x</a>\n')
+        report = check_site(out, BASE, external=True, timeout=2, deadline=10)
+    assert [str(p) for p in report.problems] == [
+        f"index.html:1: external link '{url}': RedirectRefused: a redirect to http://169.254.169.254/x"
+        " (into a link-local address, from 127.0.0.1)"
+    ]
+    assert hits == [b"HEAD"]
