@@ -36,7 +36,7 @@ _RESOLVED_KEPT = 256
 def _block(host: str, port: int | None) -> str | None:
     """Which guarded block ``host`` is in ("loopback", "link-local"), by its literal address or,
     for a name, any address it resolves to; None outside them, or for a name that does not resolve
-    (the connect then fails on its own)."""
+    (the connect then fails on its own, or a proxy resolves it). A name's verdict is kept."""
     # only on a redirect: the initrd's mount imports this module (through ``cvmfs.fetch``) and
     # should not pay for ipaddress at every boot
     import ipaddress
@@ -48,13 +48,15 @@ def _block(host: str, port: int | None) -> str | None:
             return _resolved[host]
         try:
             infos = socket.getaddrinfo(host, port or 80, 0, socket.SOCK_STREAM)
+            block = _in_block([ipaddress.ip_address(str(i[4][0]).split("%")[0]) for i in infos])
         except (OSError, UnicodeError):
-            return None  # (not kept: a name that resolves later is checked then)
-        addrs = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
+            # kept too: behind a proxy this machine may resolve no outside name, and each redirect
+            # would wait out the resolver's timeout again (the connect fails on its own otherwise)
+            block = None
         if len(_resolved) >= _RESOLVED_KEPT:
             _resolved.clear()
-        _resolved[host] = _in_block(addrs)
-        return _resolved[host]
+        _resolved[host] = block
+        return block
     return _in_block(addrs)
 
 

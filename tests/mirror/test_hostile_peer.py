@@ -101,7 +101,8 @@ def test_redirect_rules() -> None:
 def test_a_name_is_resolved_once_for_the_rule(monkeypatch: pytest.MonkeyPatch) -> None:
     """rv33a: every redirect to a CDN name was a DNS query of its own, in the CernVM-FS fetcher
     (the initrd's mount) too, where the kept-alive connection to that name needs none. A name that
-    did not resolve is asked again (its answer may come)."""
+    did not resolve is not asked again either: behind a proxy this machine may resolve no outside
+    name, and each redirect waited out the resolver's timeout."""
     asked: list[str] = []
     answers = {"cdn.example": "198.51.100.7", "meta.example": "169.254.169.254"}
 
@@ -119,7 +120,7 @@ def test_a_name_is_resolved_once_for_the_rule(monkeypatch: pytest.MonkeyPatch) -
             "into a link-local address, from 192.0.2.1"
         )
         assert httpredirect.refusal("http://192.0.2.1/a", "http://later.example/") is None
-    assert sorted(asked) == ["cdn.example", "later.example", "later.example", "later.example", "meta.example"]
+    assert sorted(asked) == ["cdn.example", "later.example", "meta.example"]
 
 
 def test_a_redirect_loop_stops_after_ten_hops(tmp_path: Path) -> None:
