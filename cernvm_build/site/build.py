@@ -396,8 +396,11 @@ class Builder:
                 kept=kept.metas if kept is not None else None,
             )
             # jinja2 imported while the workers render (~0.05 CPU-s that was serial time after them): a
-            # build that renders Markdown writes pages
-            rendering: Callable[[], object] = env.warm if env.child is None else nothing
+            # build that renders Markdown writes pages. The later steps' modules too: inside the render
+            # step, their module-level patterns are made from the state's (``recache``, where a full
+            # build's ``_import_later`` kept them), not compiled again (~14M instructions of a one-page
+            # rebuild's ~450M, sp33b)
+            rendering: Callable[[], object] = both(env.warm if env.child is None else nothing, _import_later)
             if self.jobs > 1 and sum(s.key not in metas for s in planned.values()) >= PARALLEL_MIN:
                 # the render step forks: the templates the pages will likely use compiled meanwhile
                 # too (0.034 CPU-s at 1,000 pages, serial before the write step forked), and the

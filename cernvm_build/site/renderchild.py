@@ -66,12 +66,27 @@ def _receive(fd: int) -> Any:
     return pickle.loads(body)
 
 
+#: the modules of the call that follows the renders (the search shard's, ``search.offload``): imported
+#: by the child once no request came ``IDLE_WAIT`` seconds after a render, while the parent writes the
+#: pages, where unpickling the call imported them on the rebuild's critical path (~15M instructions)
+IDLE_IMPORTS = (f"{__package__}.search",)
+IDLE_WAIT = 0.002
+
+
 def _serve(requests: int, replies: int, folder: Path, cache: Path | None) -> None:
+    import importlib
+    import select
+
     from . import templates
 
     env = templates.environment(folder, cache)
     env.warm()
+    idle = list(IDLE_IMPORTS)
+    kind = ""
     while True:
+        # (back-to-back renders, a page's and its sidebar's, are not held up by the imports)
+        while idle and kind == "render" and not select.select([requests], [], [], IDLE_WAIT)[0]:
+            importlib.import_module(idle.pop())
         try:
             kind, what, args = _receive(requests)
         except EOFError:  # the parent is done (or gone)

@@ -276,6 +276,39 @@ def test_one_page_rebuild_imports_only_what_it_needs(tmp_path: Path) -> None:
     assert report["rendered"] == 0 and not names & set(NOT_IN_NOOP_REBUILD)
 
 
+#: runs the CLI with every pattern ``re`` compiles (not made from ``recache``'s entries) written out
+_COMPILES = """
+import re, sys
+from re import _compiler
+real = _compiler.compile
+def compile(p, flags=0):
+    sys.stderr.write("compiled %r\\n" % (p,))
+    return real(p, flags)
+_compiler.compile = compile
+from cernvm_build.cli.main import main
+main(sys.argv[1:])
+"""
+
+
+def test_a_one_page_rebuild_makes_the_later_steps_patterns_from_the_state(tmp_path: Path) -> None:
+    """The later steps' modules (plan, search index, write) are imported inside the render step, where
+    ``recache`` makes their module-level patterns from those a full build kept (sp33b)."""
+    from bench.site_corpus import generate
+    from cernvm_build.site import search
+
+    corpus = generate(tmp_path / "corpus", 3)["ours"]
+    argv = ["site", "build", "--site", str(corpus), "--out", str(tmp_path / "out"), "--json", "-j", "1"]
+    env = {**os.environ, "CERNVM_CACHE_DIR": str(tmp_path / "cache")}
+    cmd = [sys.executable, "-c", _COMPILES, *argv]
+    assert subprocess.run(cmd, capture_output=True, env=env).returncode == 0
+    page = next(corpus.glob("content/**/p*.md"))
+    page.write_text(page.read_text().replace("\n\n", "\n\nEdited. ", 1))
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["markdown_rendered"] == 1
+    assert f"compiled {search._BODY.pattern!r}" not in done.stderr.splitlines()
+
+
 #: a release index as `release build` writes it (one profile, one artifact)
 RELEASE = json.dumps(
     {

@@ -149,6 +149,37 @@ def test_a_call_runs_in_the_child_while_this_process_goes_on(tmp_path: Path) -> 
     assert child.end_call() == (False, None) and child.pid == -1 and _gone(pid)
 
 
+def _imported(name: str) -> bool:
+    import sys
+
+    return name in sys.modules
+
+
+def test_the_child_imports_the_next_calls_modules_while_it_waits_after_a_render(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a render and no request for ``IDLE_WAIT``, the child imports ``IDLE_IMPORTS`` (the search
+    shard's modules): not on the critical path when the shard's call comes (sp33b)."""
+    import sys
+
+    from cernvm_build.site import renderchild
+
+    monkeypatch.delitem(sys.modules, "colorsys", raising=False)  # (a module standing for them)
+    monkeypatch.setattr(renderchild, "IDLE_IMPORTS", ("colorsys",))
+    env = _env(tmp_path)
+    child = RenderChild.start(env.folder, env.bytecode_cache)
+    assert child is not None
+    try:
+        assert child.start_call("call", _imported, ("colorsys",))
+        assert child.end_call() == (True, False)  # only after a render
+        assert child.render("page.html", {"title": "t", "body": "", "pid": 0}) is not None
+        time.sleep(0.2)
+        assert child.start_call("call", _imported, ("colorsys",))
+        assert child.end_call() == (True, True)
+    finally:
+        child.close()
+
+
 @pytest.mark.parametrize(
     ("loadavg", "idle"),
     [
