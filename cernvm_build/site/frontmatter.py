@@ -273,18 +273,27 @@ def parse(raw: str, file: str, first_line: int = 1, memo: Memo | None = None) ->
     return meta
 
 
-#: a line of the plain form: a lowercase key and a double-quoted string without escapes or quotes, or
-#: a decimal integer without a leading zero or sign (what a page's front matter mostly is)
-_PLAIN_LINE = re.compile(r'([a-z][a-z0-9_]*): (?:"([^"\\]*)"|([1-9][0-9]{0,17}))')
-#: keys YAML 1.1 reads as a bool or null, not a string
-_NOT_STRING_KEYS = frozenset(("yes", "no", "true", "false", "on", "off", "null", "y", "n"))
+#: a line of the plain form: a lowercase key and a double-quoted string without escapes or quotes, a
+#: decimal integer without a leading zero or sign, or unquoted words (what a page's front matter
+#: mostly is): words of letters, digits and ``_.,'()/+-``, one space between them, the first word
+#: starting with a letter. YAML reads those as text unless the whole is a bool or null word
+#: (``_NOT_STRING``): its other implicit types (numbers, dates, ``~``, ``<<``, ``=``) and its indicators
+#: (``!&*|>%@`#``, ``- ``, ``? ``, flow collections) start with no letter, and a ``:`` or ``#`` (a key, a
+#: comment) is not among the characters
+_PLAIN_LINE = re.compile(
+    r'([a-z][a-z0-9_]*): (?:"([^"\\]*)"|([1-9][0-9]{0,17})|([A-Za-z][\w.,\'()/+-]*(?: [\w.,\'()/+-]+)*))',
+    re.A,
+)
+#: words YAML 1.1 reads as a bool or null, not a string, as a key or a whole unquoted value (any case:
+#: more than YAML's own, none fewer)
+_NOT_STRING = frozenset(("yes", "no", "true", "false", "on", "off", "null", "y", "n"))
 
 
 def _plain(raw: str) -> dict[str, Any] | None:
-    """The mapping of a front matter whose every line is ``key: "text"`` or ``key: 123``, without
-    YAML; None for any other text (YAML then parses it, and reports its errors). The same values as
-    YAML's: each form is read by one rule there too. libyaml plus keeping the value for the next build
-    cost ~57 µs a page (0.057 CPU-s of a 1,000-page build); this ~2 µs."""
+    """The mapping of a front matter whose every line is ``key: "text"``, ``key: 123`` or ``key: some
+    words``, without YAML; None for any other text (YAML then parses it, and reports its errors). The
+    same values as YAML's: each form is read by one rule there too. libyaml plus keeping the value for
+    the next build cost ~57 µs a page (0.057 CPU-s of a 1,000-page build); this ~2 µs."""
     if not raw.endswith("\n"):
         return None
     out: dict[str, Any] = {}
@@ -292,11 +301,15 @@ def _plain(raw: str) -> dict[str, Any] | None:
         m = _PLAIN_LINE.fullmatch(line)
         if m is None:
             return None
-        k, text, number = m.groups()
-        if k in out or k in _NOT_STRING_KEYS:
+        k, text, number, words = m.groups()
+        if k in out or k in _NOT_STRING:
             return None
         if number is not None:
             out[k] = int(number)
+        elif words is not None:
+            if words.lower() in _NOT_STRING:
+                return None
+            out[k] = words
         elif text.isprintable():  # no tab, control or line-separator character: YAML's own rules there
             out[k] = text
         else:

@@ -388,9 +388,11 @@ def _render_source(
         check_size(src.file, len(data))
         text = page_text(data)
         raw, body, first_line = frontmatter.split_raw(text, src.file)
-        fm_key = frontmatter.key(raw) if raw is not None else ""
         memo = frontmatter.Memo(known_fm)
         fm = frontmatter.parse(raw, src.file, first_line=2, memo=memo) if raw is not None else {}
+        # the key of the text YAML parsed, made once there; none for a front matter read without YAML
+        # (``frontmatter.parse``'s plain form: read again for less than its key's sha256)
+        fm_key = next(iter(memo.now), "")
         warnings = frontmatter.misspelt(fm, raw, src.file, 2) if raw is not None else []
         if fm.get("generate") and not src.generated:
             raise BuildError(

@@ -1755,6 +1755,52 @@ def test_a_source_key_is_the_sha_the_module_docstring_names() -> None:
     assert sha_after("a", b"b")() == sha("a", b"b") and sha_after()("c") == sha("c")
 
 
+def test_an_outputs_fingerprint_is_the_sha_of_its_parts_however_many_share_a_head() -> None:
+    """``plan``'s fingerprints hash the head (plan code, template, the site's JSON) once per template:
+    each is still ``sha(plan code, template hash, site JSON, Markdown key, the rest's JSON)``, so the
+    outputs an earlier build wrote are found unchanged, and another site context makes other ones."""
+    import json
+
+    from cernvm_build.site import plan
+    from cernvm_build.site.model import sha
+
+    class Env:  # the one method the fingerprints ask of the templates
+        def closure_hash(self, name: str) -> str:
+            return f"closure of {name}"
+
+    def want(template: str, ctx: dict[str, Any], md_key: str = "") -> str:
+        rest = {k: v for k, v in ctx.items() if k != "site"}
+        if md_key:
+            rest["page"] = {k: v for k, v in rest["page"].items() if k not in plan.BY_KEY}
+        site = json.dumps(ctx["site"], sort_keys=True) if "site" in ctx else ""
+        return sha(plan.plan_code(), f"closure of {template}", site, md_key, plan._ENCODE(rest))
+
+    fps = plan._Fingerprints(Env())  # type: ignore[arg-type]
+    site = {"title": "S", "menu": [{"url": "/a/"}]}
+    other = {"title": "T", "menu": []}
+    cases = [
+        ("doc.html", {"site": site, "page": {"title": "A", "toc": [1]}}, "k1"),
+        ("doc.html", {"site": site, "page": {"title": "B", "toc": [2]}}, "k2"),
+        ("page.html", {"site": site, "page": {"title": "A"}}, ""),
+        ("sitemap.xml", {"urls": ["/a/"]}, ""),
+        ("doc.html", {"site": other, "page": {"title": "A", "toc": [1]}}, "k1"),
+        ("doc.html", {"page": {"title": "A", "toc": [1]}}, "k1"),
+    ]
+    site_json = json.dumps(site, sort_keys=True)
+    hashed: list[str] = []  # the parts given to a hasher that are the first site's JSON
+
+    def noting(fn: Any) -> Any:
+        return lambda *parts: hashed.extend(p for p in parts if p == site_json) or fn(*parts)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(plan, "sha", noting(plan.sha))
+        mp.setattr(plan, "sha_after", noting(getattr(plan, "sha_after", None)), raising=False)
+        got = [fps.job("o", template, ctx, key).fp for template, ctx, key in cases]
+    assert got == [want(template, ctx, key) for template, ctx, key in cases]
+    assert len(set(got)) == len(got)
+    assert len(hashed) == 2  # once per template it goes with (doc.html twice, page.html), not per job
+
+
 def test_an_edited_permalink_rule_renders_every_page_again(
     site: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fresh_salt: None
 ) -> None:

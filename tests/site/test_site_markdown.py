@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from cernvm_build.site.markdown import render, slugify
 
 
@@ -91,3 +93,22 @@ def test_each_link_of_a_long_paragraph_gets_its_own_line() -> None:
     links = render(body, src_path="p.md", first_line=4, base_path="/").links
     assert [(link.target, link.line) for link in links[:4]] == [("#a", 4), ("a b", 4), ("#a", 5), ("a b", 5)]
     assert [link.line for link in links[::2]] == list(range(4, 3004))
+
+
+def test_a_code_blocks_key_is_the_sha256_of_salt_language_and_code(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The key the state keeps a highlighted block by (``markdown.code_key``), however it is hashed: a
+    key made another way would miss every block an earlier build kept; another salt (the code edited)
+    makes other keys."""
+    import hashlib
+
+    from cernvm_build.site import markdown
+
+    def want(salt: bytes, lang: str, code: str) -> str:
+        return hashlib.sha256(salt + lang.encode() + b"\0" + code.encode()).hexdigest()
+
+    cases = (("python", "print(1)\n"), ("", "x"), ("bash", "é\0\n"))
+    for lang, code in cases:
+        assert markdown.code_key(lang, code) == want(markdown.code_salt(), lang, code)
+    monkeypatch.setattr(markdown, "code_salt", lambda: b"another salt")
+    for lang, code in cases:
+        assert markdown.code_key(lang, code) == want(b"another salt", lang, code)
