@@ -15,6 +15,7 @@ import ast
 import contextlib
 import fcntl
 import functools
+import importlib.util
 import json
 import os
 import re
@@ -136,7 +137,28 @@ def _own_imports(path: Path, module: str, is_pkg: bool) -> set[str]:
                 inner = inner.value
             if isinstance(inner, ast.Name) and inner.id in bound:
                 names.add(".".join([bound[inner.id], *reversed(chain)]))
+        elif isinstance(node, ast.Call):
+            names.update(_codec_modules(node))
     return names
+
+
+def _codec_modules(call: ast.Call) -> set[str]:
+    """The ``encodings`` module of a codec a call names as a constant (``x.encode("unicode_escape")``,
+    ``open(p, encoding="latin-1")``): codecs are looked up by name at run time, so no import names
+    them, and one missing from the initrd was a boot's panic (``LookupError: unknown encoding``)."""
+    import encodings
+
+    named = [k.value for k in call.keywords if k.arg == "encoding"]
+    if isinstance(call.func, ast.Attribute) and call.func.attr in ("encode", "decode") and call.args:
+        named.append(call.args[0])
+    found = set()
+    for arg in named:
+        if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+            norm = encodings.normalize_encoding(arg.value).lower()
+            module = encodings.aliases.aliases.get(norm.replace(".", "_"), norm)
+            if importlib.util.find_spec(f"encodings.{module}") is not None:
+                found.add(f"encodings.{module}")
+    return found
 
 
 def collect_modules(

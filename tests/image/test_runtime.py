@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from cernvm_build.bootloader import runtime
-from cernvm_build.bootloader.runtime import build_runtime
+from cernvm_build.bootloader.runtime import _own_imports, build_runtime
 from cernvm_build.errors import BuildError
 
 pytestmark = pytest.mark.integration
@@ -62,10 +62,30 @@ def test_runtime_runs_entry_points_from_its_own_prefix(
     check = "from cernvm_build.cvmfs.history import parse_date; print(parse_date('1970-01-02T00:00:00Z'))"
     r = subprocess.run([*py[:-1], "-c", check], env=env, capture_output=True, text=True)
     assert r.stdout == "86400\n", r.stderr
+    # the codecs our code names only as a string (the mount's report to its parent: unicode_escape)
+    # are in it: one missing was the boot's panic, "LookupError: unknown encoding: unicode_escape"
+    check = "from cernvm_build.cvmfs import mount; print(mount._escaped('a\\x1bb\\u03bc'))"
+    r = subprocess.run([*py[:-1], "-c", check], env=env, capture_output=True, text=True)
+    assert r.stdout == "a\\x1bb\\u03bc\n", r.stderr
     r = subprocess.run(
         [*py, "cernvm_build.cvmfs.mount", "--help"], env=env, capture_output=True, text=True, cwd=tmp_path
     )
     assert r.returncode == 0 and "--snapshot-file" in r.stdout, r.stderr
+
+
+def test_codecs_named_as_strings_are_collected(tmp_path: Path) -> None:
+    """A codec is looked up by its name at run time: no import statement names its module."""
+    src = tmp_path / "m.py"
+    src.write_text(
+        "def f(t, p):\n"
+        "    open(p, encoding='Latin-1')\n"
+        "    return t.encode('unicode_escape').decode('ascii'), b''.decode('no-such-codec')\n"
+    )
+    assert {n for n in _own_imports(src, "m", False) if n.startswith("encodings")} == {
+        "encodings.latin_1",
+        "encodings.unicode_escape",
+        "encodings.ascii",
+    }
 
 
 def test_the_runtime_is_named_and_cached_by_its_modules(
