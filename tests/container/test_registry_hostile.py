@@ -9,10 +9,9 @@ import hashlib
 import json
 import os
 import shutil
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import ClassVar, NoReturn
 
@@ -23,6 +22,7 @@ from cernvm_build.container import registry
 from cernvm_build.container.registry import RegistryOptions
 from cernvm_build.cvmfs.keys import generate_keys
 from cernvm_build.errors import BuildError
+from tests.support.hostile import http_server
 
 pytestmark = pytest.mark.skipif(not shutil.which("skopeo"), reason="needs skopeo")
 
@@ -51,14 +51,8 @@ class _EndlessTags(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def endless_tags() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _EndlessTags)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with http_server(_EndlessTags) as url:
+        yield url.removeprefix("http://")
 
 
 def test_a_tag_list_that_never_ends_stops_skopeo_at_its_memory_cap(
@@ -101,14 +95,8 @@ class _Trickle(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def trickle() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Trickle)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with http_server(_Trickle) as url:
+        yield url.removeprefix("http://")
 
 
 @pytest.mark.parametrize("call", ["inspect", "list-tags"])
@@ -320,14 +308,8 @@ class _EndlessBlob(BaseHTTPRequestHandler):
 @pytest.fixture
 def endless_blob() -> Iterator[str]:
     _EndlessBlob.sent.clear()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _EndlessBlob)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with http_server(_EndlessBlob) as url:
+        yield url.removeprefix("http://")
 
 
 def test_a_blob_larger_than_its_manifest_says_stops_the_pull_and_leaves_nothing(
@@ -374,16 +356,7 @@ class _HugeManifest(BaseHTTPRequestHandler):
 def test_a_manifest_over_skopeo_s_limit_is_blamed_on_the_registry_not_the_name() -> None:
     """skopeo says "Error parsing image name ...: exceeded maximum allowed size": the hint said to
     check the image name."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _HugeManifest)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        with pytest.raises(BuildError) as e:
-            registry.inspect_raw(
-                f"127.0.0.1:{server.server_address[1]}/x/y:1", opts=RegistryOptions(tls_verify=False)
-            )
-    finally:
-        server.shutdown()
-        server.server_close()
+    with http_server(_HugeManifest) as url, pytest.raises(BuildError) as e:
+        registry.inspect_raw(f"{url.removeprefix('http://')}/x/y:1", opts=RegistryOptions(tls_verify=False))
     assert "exceeded maximum allowed size of 4194304 bytes" in e.value.message and "\n" not in e.value.message
     assert e.value.hint is not None and "the registry answered more than skopeo accepts" in e.value.hint
