@@ -83,7 +83,7 @@ from cernvm_build.cvmfs.serve import serve
 from cernvm_build.demo.os_tree import DEFAULT_EPOCH
 from cernvm_build.demo.repository import publish_debian
 from cernvm_build.image.build import KERNEL_OWN, build_image
-from cernvm_build.launch import keys, userdata
+from cernvm_build.launch import bootwatch, keys, userdata
 from cernvm_build.launch import seed as launch_seed
 from cernvm_build.launch.context import build_iso
 from cernvm_build.osbuild.debian import build_debian_tree
@@ -396,6 +396,11 @@ def _boot(
         while not _ssh_banner(port):
             if time.monotonic() - start > timeout or proc.poll() is not None:
                 raise RuntimeError(f"no SSH banner within {timeout:.0f} s (console: {log})")
+            # a guest that panicked says so on its console within seconds: a run waited out its
+            # timeout on every μCernVM boot that could not mount (cernvm-launch reads it the same way)
+            failure = bootwatch.check(log.read_text(errors="replace")) if log.exists() else None
+            if failure is not None:
+                raise RuntimeError(f"the guest panicked: {failure.reason} (console: {log})")
             if before_kernel != before_kernel:  # NaN: not seen yet
                 before_kernel = _before_kernel(log, time.monotonic() - start)
             time.sleep(0.5)

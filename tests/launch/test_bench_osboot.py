@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import concurrent.futures
 import math
+import os
 import subprocess
 import threading
 from pathlib import Path
 
 import pytest
 
-from bench.osboot import CPU_MAP_SCRIPT, _both, cpu_map, cpu_map_rows, diag_split
+from bench.osboot import CPU_MAP_SCRIPT, _boot, _both, cpu_map, cpu_map_rows, diag_split
 
 
 def test_the_failing_side_is_reported_not_the_barrier_it_broke() -> None:
@@ -29,6 +30,30 @@ def test_the_failing_side_is_reported_not_the_barrier_it_broke() -> None:
         with pytest.raises(RuntimeError, match="first boot failed"):
             _both(job_a, job_b)
         assert isinstance(job_a.exception(), threading.BrokenBarrierError)
+
+
+def test_a_guest_that_panics_ends_the_wait_with_its_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The μCernVM boots of a run whose initrd could not mount waited out the SSH timeout each
+    (15 min), though the console had said why within seconds. A stand-in qemu writes what the
+    init writes on its serial console, then waits as the rescue shell does."""
+    fake = tmp_path / "bin" / "qemu-system-x86_64"
+    fake.parent.mkdir()
+    fake.write_text(
+        "#!/bin/sh\n"
+        'for a in "$@"; do case "$a" in file:*) log="${a#file:}";; esac; done\n'
+        'printf "Linux version 6.1\\n[10.35] ucernvm: panic: CernVM-FS mount failed: LookupError\\n"'
+        ' > "$log"\n'
+        "exec sleep 600\n"
+    )
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}:{os.environ['PATH']}")
+    monkeypatch.setenv("CERNVM_ACCEL", "tcg")
+    log = tmp_path / "console.log"
+    said = r"the guest panicked: CernVM-FS mount failed: LookupError \(console: "
+    with pytest.raises(RuntimeError, match=said), _boot([], [], log, tmp_path / "key", timeout=600):
+        pass
 
 
 def test_both_results_when_both_sides_end() -> None:
