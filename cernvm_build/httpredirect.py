@@ -17,8 +17,9 @@ redirects a plain hostile server can send.
 from __future__ import annotations
 
 import socket
-from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
+
+TYPE_CHECKING = False  # the initrd's mount imports this module: typing costs millions of instructions
 
 if TYPE_CHECKING:
     from ipaddress import IPv4Address, IPv6Address
