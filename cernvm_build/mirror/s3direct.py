@@ -46,8 +46,10 @@ from ..errors import MirrorError
 _RETRY_STATUS = frozenset({500, 502, 503, 504})
 _RETRY_CODES = frozenset({"RequestTimeout", "SlowDown", "InternalError", "ServiceUnavailable", "Throttling"})
 #: tries of one S3 request, the first included, botocore's (standard mode) and ours: a bounded
-#: budget, so a server that accepts and never answers fails a request in ATTEMPTS × READ_TIMEOUT
-ATTEMPTS = 3
+#: budget, so a server that accepts and never answers fails a request in ATTEMPTS × READ_TIMEOUT;
+#: not fewer, because the same budget answers throttling (503 SlowDown), a busy server's normal
+#: back-pressure during a bulk sync
+ATTEMPTS = 5
 #: an S3 request's connect timeout, and the longest it waits for the server's next bytes (one socket
 #: operation), botocore's and ours. With 5 retries × 120 s a stalled endpoint held `mirror sync` for
 #: 725 s (pr33a); a server that is slow but answers within it still works. The read timeout is not

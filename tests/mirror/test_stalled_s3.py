@@ -23,12 +23,12 @@ from tests.support import listening
 
 def test_botocore_gets_the_mirrors_timeouts_and_retry_budget(s3env: None) -> None:
     """One source of truth: botocore's requests wait and retry as our own PUTs do, and a dead
-    endpoint costs at most a minute and a half per request."""
+    endpoint costs at most two and a half minutes per request (it was 12)."""
     config = make_client(endpoint_url="http://127.0.0.1:9").meta.config
     assert config.connect_timeout == s3direct.CONNECT_TIMEOUT
     assert config.read_timeout == s3direct.READ_TIMEOUT
     assert config.retries == {"total_max_attempts": s3direct.ATTEMPTS, "mode": "standard"}
-    assert s3direct.ATTEMPTS * max(s3direct.CONNECT_TIMEOUT, s3direct.READ_TIMEOUT) <= 90
+    assert s3direct.ATTEMPTS * max(s3direct.CONNECT_TIMEOUT, s3direct.READ_TIMEOUT) <= 150
 
 
 def test_a_connect_timeout_names_the_endpoint_not_the_request() -> None:
@@ -72,9 +72,10 @@ def test_a_stalled_endpoint_ends_the_sync_in_one_line_after_the_retry_budget(
     err = capsys.readouterr().err
     assert rc == 9 and "Traceback" not in err, err
     lines = [x for x in err.splitlines() if x.startswith("error:")]
-    assert lines == [f"error: s3://b/p: the S3 endpoint {endpoint} did not answer within 1 s (3 tries)"], err
+    said = f"the S3 endpoint {endpoint} did not answer within 1 s ({s3direct.ATTEMPTS} tries)"
+    assert lines == [f"error: s3://b/p: {said}"], err
     assert "hint: check --endpoint-url" in err
-    assert len(seen) == s3direct.ATTEMPTS  # botocore's 5 retries made it 6
+    assert len(seen) == s3direct.ATTEMPTS  # botocore's 5 retries after the first made it 6
 
 
 def test_a_slow_endpoint_answering_within_the_timeout_still_syncs(
