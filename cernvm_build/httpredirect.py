@@ -17,6 +17,7 @@ redirects a plain hostile server can send.
 from __future__ import annotations
 
 import socket
+import time
 from urllib.parse import urlsplit
 
 TYPE_CHECKING = False  # the initrd's mount imports this module: typing costs millions of instructions
@@ -32,6 +33,9 @@ MAX_REDIRECTS = 10
 #: connection needs none (rebinding between two answers is not caught anyway, module docstring)
 _resolved: dict[str, str | None] = {}
 _RESOLVED_KEPT = 256
+#: a name that did not resolve, and when (``time.monotonic``): not asked again for a while
+_unresolved: dict[str, float] = {}
+_UNRESOLVED_KEPT_S = 30.0
 
 
 def _block(host: str, port: int | None) -> str | None:
@@ -47,17 +51,24 @@ def _block(host: str, port: int | None) -> str | None:
     except ValueError:
         if host in _resolved:
             return _resolved[host]
+        failed = _unresolved.get(host)
+        if failed is not None and time.monotonic() - failed < _UNRESOLVED_KEPT_S:
+            # behind a proxy this machine may resolve no outside name: each redirect waited out the
+            # resolver's timeout again (the connect fails on its own, or the proxy resolves it)
+            return None
         try:
             infos = socket.getaddrinfo(host, port or 80, 0, socket.SOCK_STREAM)
-            block = _in_block([ipaddress.ip_address(str(i[4][0]).split("%")[0]) for i in infos])
         except (OSError, UnicodeError):
-            # kept too: behind a proxy this machine may resolve no outside name, and each redirect
-            # would wait out the resolver's timeout again (the connect fails on its own otherwise)
-            block = None
+            # kept a short while only: a name that failed once (metadata.google.internal, a
+            # transient resolver error) and resolves later is checked then
+            if len(_unresolved) >= _RESOLVED_KEPT:
+                _unresolved.clear()
+            _unresolved[host] = time.monotonic()
+            return None
         if len(_resolved) >= _RESOLVED_KEPT:
             _resolved.clear()
-        _resolved[host] = block
-        return block
+        _resolved[host] = _in_block([ipaddress.ip_address(str(i[4][0]).split("%")[0]) for i in infos])
+        return _resolved[host]
     return _in_block(addrs)
 
 

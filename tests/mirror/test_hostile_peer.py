@@ -113,7 +113,10 @@ def test_a_name_is_resolved_once_for_the_rule(monkeypatch: pytest.MonkeyPatch) -
         return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (answers[host], port))]
 
     monkeypatch.setattr(httpredirect, "_resolved", {}, raising=False)  # (each test its own)
+    monkeypatch.setattr(httpredirect, "_unresolved", {}, raising=False)
     monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    now = [1000.0]
+    monkeypatch.setattr(httpredirect.time, "monotonic", lambda: now[0])
     for n in range(3):
         assert httpredirect.refusal("http://192.0.2.1/a", f"http://cdn.example/o{n}") is None
         assert httpredirect.refusal("http://192.0.2.1/a", f"http://meta.example/o{n}") == (
@@ -121,6 +124,13 @@ def test_a_name_is_resolved_once_for_the_rule(monkeypatch: pytest.MonkeyPatch) -
         )
         assert httpredirect.refusal("http://192.0.2.1/a", "http://later.example/") is None
     assert sorted(asked) == ["cdn.example", "later.example", "meta.example"]
+    # a failure is kept a short while only: a name that resolves later is checked then (rv33b: kept
+    # for good, a transient failure let metadata.google.internal through from then on)
+    answers["later.example"] = "169.254.169.254"
+    now[0] += httpredirect._UNRESOLVED_KEPT_S + 1
+    assert httpredirect.refusal("http://192.0.2.1/a", "http://later.example/") == (
+        "into a link-local address, from 192.0.2.1"
+    )
 
 
 def test_a_redirect_loop_stops_after_ten_hops(tmp_path: Path) -> None:
