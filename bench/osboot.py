@@ -392,15 +392,20 @@ def _boot(
     start = time.monotonic()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     before_kernel = float("nan")
+    seen = 0  # the console's size when it was last read
     try:
         while not _ssh_banner(port):
             if time.monotonic() - start > timeout or proc.poll() is not None:
                 raise RuntimeError(f"no SSH banner within {timeout:.0f} s (console: {log})")
             # a guest that panicked says so on its console within seconds: a run waited out its
-            # timeout on every μCernVM boot that could not mount (cernvm-launch reads it the same way)
-            failure = bootwatch.check(log.read_text(errors="replace")) if log.exists() else None
-            if failure is not None:
-                raise RuntimeError(f"the guest panicked: {failure.reason} (console: {log})")
+            # timeout on every μCernVM boot that could not mount (cernvm-launch reads it the same way);
+            # read again only when it grew, not to take the measured guests' CPU
+            size = log.stat().st_size if log.exists() else 0
+            if size != seen:
+                seen = size
+                failure = bootwatch.check(log.read_text(errors="replace"))
+                if failure is not None:
+                    raise RuntimeError(f"the guest panicked: {failure.reason} (console: {log})")
             if before_kernel != before_kernel:  # NaN: not seen yet
                 before_kernel = _before_kernel(log, time.monotonic() - start)
             time.sleep(0.5)
