@@ -142,6 +142,13 @@ def _own_imports(path: Path, module: str, is_pkg: bool) -> set[str]:
     return names
 
 
+#: calls whose first argument names a codec
+_CODEC_FIRST = frozenset(
+    {"encode", "decode", "lookup", "getencoder", "getdecoder", "getincrementalencoder",
+     "getincrementaldecoder", "getreader", "getwriter", "iterencode", "iterdecode"}
+)  # fmt: skip
+
+
 def _codec_modules(call: ast.Call) -> set[str]:
     """The ``encodings`` module of a codec a call names as a constant (``x.encode("unicode_escape")``,
     ``open(p, encoding="latin-1")``): codecs are looked up by name at run time, so no import names
@@ -149,8 +156,11 @@ def _codec_modules(call: ast.Call) -> set[str]:
     import encodings
 
     named = [k.value for k in call.keywords if k.arg == "encoding"]
-    if isinstance(call.func, ast.Attribute) and call.func.attr in ("encode", "decode") and call.args:
-        named.append(call.args[0])
+    func = call.func
+    if isinstance(func, ast.Attribute) and func.attr in _CODEC_FIRST and call.args:
+        named.append(call.args[0])  # x.encode("…"), codecs.lookup("…"), codecs.getdecoder("…")
+    elif isinstance(func, ast.Name) and func.id in ("str", "bytes", "bytearray") and len(call.args) > 1:
+        named.append(call.args[1])  # str(b, "…")
     found = set()
     for arg in named:
         if isinstance(arg, ast.Constant) and isinstance(arg.value, str):

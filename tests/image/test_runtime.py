@@ -80,11 +80,16 @@ def test_codecs_named_as_strings_are_collected(tmp_path: Path) -> None:
         "def f(t, p):\n"
         "    open(p, encoding='Latin-1')\n"
         "    return t.encode('unicode_escape').decode('ascii'), b''.decode('no-such-codec')\n"
+        "def g(b):\n"
+        "    import codecs\n"
+        "    return str(b, 'cp1252'), codecs.getdecoder('utf-16')\n"
     )
     assert {n for n in _own_imports(src, "m", False) if n.startswith("encodings")} == {
         "encodings.latin_1",
         "encodings.unicode_escape",
         "encodings.ascii",
+        "encodings.cp1252",
+        "encodings.utf_16",
     }
 
 
