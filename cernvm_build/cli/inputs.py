@@ -91,6 +91,9 @@ def name_or_path(suffixes: tuple[str, ...]) -> Callable[[str], str]:
 profile_ref = name_or_path((".yaml", ".yml"))
 #: VERSION|INDEX|DIR of the release commands
 release_ref = name_or_path((".json",))
+#: cernvm-launch's --iso: a cached image's name (``images add`` keeps `tiny.hdd` as it was named),
+#: or a path, a word holding '/'
+image_ref = name_or_path(())
 
 
 def present(text: str) -> str:

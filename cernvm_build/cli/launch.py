@@ -29,7 +29,7 @@ from ..report import scoped
 from ..termtext import visible
 from . import flags, launch_context, launch_images
 from .app import EXIT_CODES_EPILOG, ArgumentParser, HelpFormatter, Output, run, stopped_early, whole_number
-from .inputs import local_or_url, present
+from .inputs import image_ref, local_or_url, present
 from .launch_common import Connect, ask, host_of, leaf, settings_of
 
 EPILOG = f"""\
@@ -393,7 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-start", action="store_true", help="define the instance but do not start it")
     flags.add(p, [config.BY_KEY[k] for k in CREATE_FLAGS])
-    p.add_argument("--iso", type=present, metavar="PATH", help="boot this image file (iso, hdd or qcow2)")
+    p.add_argument("--iso", type=image_ref, metavar="PATH", help="boot this image file (iso, hdd or qcow2)")
     snap = p.add_mutually_exclusive_group()
     flags.add(snap, [userdata.SPEC["cvmfs_tag"], userdata.SPEC["cvmfs_date"]])
     p.add_argument(
