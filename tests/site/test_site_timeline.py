@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -49,3 +52,20 @@ def test_a_one_page_rebuilds_timeline_shows_the_render_childs_steps(
     site_timeline._report(events)
     out = capsys.readouterr().out
     assert "other processes" in out and "the parent's waits for them" in out
+
+
+def test_the_tree_measured_has_its_bytecode_even_where_none_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # else each traced build compiled the modules from source: a cost the site bench (and an installed
+    # copy) does not have, shown as the critical path's
+    here = Path(__file__).resolve().parents[2] / "cernvm_build"
+    tree = tmp_path / "tree"
+    shutil.copytree(here, tree / "cernvm_build", ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
+    argv = ["site_timeline", "--pages", "20", "--tree", str(tree), "--work", str(tmp_path / "w")]
+    monkeypatch.setattr(sys, "argv", argv)
+    site_timeline.main()
+    assert "critical path" in capsys.readouterr().out
+    source = tree / "cernvm_build" / "site" / "build.py"
+    assert Path(importlib.util.cache_from_source(str(source))).is_file()
