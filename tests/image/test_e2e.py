@@ -23,7 +23,7 @@ import pytest
 from tests.support.servers import object_requests_served
 
 from .conftest import FQRN, Built, ServedRepo
-from .vm import Boot, blank_disk, boot, context_iso
+from .vm import RESCUE_SHELL, Boot, blank_disk, boot, context_iso
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1500)]
 
@@ -255,6 +255,7 @@ def test_demo_os_gets_the_saved_user_data(built: Built, test_repo: ServedRepo, t
             log,
             kind="hdd",
             until=r"demo-os: ready|ucernvm: panic",
+            stays_up=rf"{RESCUE_SHELL}|demo-os: ready: .*\n",  # then sshd runs: no poweroff to wait for
             net=fwd,
         )
     assert "GET /2016-04-19/user-data" in asked, asked

@@ -12,6 +12,10 @@ from pathlib import Path
 
 from cernvm_build.accel import detect
 
+#: what ``panic`` in the initrd's init.head.sh prints before its shell, which never ends on a serial
+#: console that is a file (the line must be whole: the panic's own line was written before it)
+RESCUE_SHELL = r"ucernvm: dropping to a rescue shell.*\n"
+
 INIT = """#!/bin/busybox sh
 # Test OS init: report what the boot gave us, leave a mark in the writable root, power off.
 /bin/busybox mount -t proc proc /proc
@@ -141,13 +145,17 @@ def boot(
     memory: int = 640,
     timeout: float = 300,
     until: str = r"test-os: done|ucernvm: panic",
+    stays_up: str = RESCUE_SHELL,
     net: str = "",
 ) -> Boot:
     """Boot ``image`` (iso as CD-ROM, else a virtio disk) with a scratch disk and a context ISO.
 
     ``net`` adds options to the user-mode network (e.g. a ``guestfwd`` to a metadata service).
 
-    Returns when the guest powers off, prints ``until`` (then it is killed) or ``timeout`` passes.
+    Returns when the guest powers off or ``timeout`` passes; once it printed ``until`` it is given
+    20 s to power off by itself (it syncs the scratch disk), then killed. ``stays_up``: a console line
+    after which it never powers off by itself (a rescue shell, a started service): it is killed as
+    soon as that line is whole.
     """
     accel = detect()
     if kind == "iso":
@@ -165,17 +173,18 @@ def boot(
         cmd += ["-drive", f"file={context},format=raw,if=virtio,readonly=on"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + timeout
-    pattern = re.compile(until, re.M)
+    pattern, final = re.compile(until, re.M), re.compile(stays_up, re.M)
     try:
-        while time.monotonic() < deadline and proc.poll() is None:
-            if log.exists() and pattern.search(log.read_text(errors="replace")):
-                # Give the guest a moment to power off by itself (it syncs the scratch disk).
-                try:
-                    proc.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    pass
+        while proc.poll() is None and time.monotonic() < deadline:
+            text = log.read_text(errors="replace") if log.exists() else ""
+            if final.search(text):
                 break
-            time.sleep(0.5)
+            if pattern.search(text):
+                deadline = min(deadline, time.monotonic() + 20)
+            try:  # returns as soon as the guest is off
+                proc.wait(timeout=0.5)
+            except subprocess.TimeoutExpired:
+                pass
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -338,22 +338,42 @@ def session_user() -> Iterator[User]:
 
 
 def _end_processes_of(uid: int) -> None:
-    """The session libvirtd (and any QEMU left) this test's user started, by pid."""
+    """The session libvirtd (and any QEMU left) this test's user started, by pid: two rounds, each
+    given up to a second to end (a round is over as soon as none is left, not after a fixed sleep)."""
     for _ in range(2):
-        pids = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _uid_of(p) == uid]
+        pids = _live_processes_of(uid)
         for pid in pids:
             try:
                 os.kill(pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass
-        time.sleep(1.0)
+        deadline = time.monotonic() + 1.0
+        while pids and time.monotonic() < deadline:
+            time.sleep(0.02)
+            pids = _live_processes_of(uid)
+        if not pids:
+            return
 
 
-def _uid_of(proc: Path) -> int:
+def _live_processes_of(uid: int) -> list[int]:
+    """Pids running as ``uid`` (a zombie is over: only its parent's wait is left)."""
+    found = []
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            uid_of, state = _uid_and_state_of(p)
+            if uid_of == uid and state != "Z":
+                found.append(int(p.name))
+    return found
+
+
+def _uid_and_state_of(proc: Path) -> tuple[int, str]:
+    uid, state = -1, ""
     try:
         for line in (proc / "status").read_text().splitlines():
-            if line.startswith("Uid:"):
-                return int(line.split()[1])
+            if line.startswith("State:"):
+                state = line.split()[1]
+            elif line.startswith("Uid:"):
+                return int(line.split()[1]), state
     except OSError:
         pass
-    return -1
+    return uid, state
