@@ -12,7 +12,8 @@ from .nesting import AutoCatalogs
 Progress = Callable[[int, int], None]
 #: Called with the name of each step as it completes: ``scanned``, ``objects`` (the first file
 #: content stored), ``staged``, ``catalogs``, ``history``, ``reflog``. Tests kill the process there
-#: to prove a publish interrupted at any step leaves the previous revision intact.
+#: to prove a publish interrupted at any step leaves the previous revision intact. ``committed`` (not
+#: in ``STEPS``): the new revision is published, its statistics not yet recorded.
 Fault = Callable[[str], None]
 STEPS = ("scanned", "objects", "staged", "catalogs", "history", "reflog")
 

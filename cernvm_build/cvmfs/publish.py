@@ -296,21 +296,27 @@ def _publish(
             result = commit(
                 stratum, fqrn, keys, store, scratch, stage, prev, current, opts, tag, description, auto_tag
             )
-            row = pubstats.PublishRow(
-                start_time=pubstats.gmt(started),
-                finish_time=pubstats.gmt(dt.datetime.now(dt.UTC)),
-                revision=result.revision,
-                diff=pubstats.diff_tree(stage, prev, base),
-                chunks_added=content_objects,
-                catalogs_added=result.catalogs - result.catalogs_reused,
-                sz_bytes_uploaded=content_bytes,
-                sz_catalog_bytes_uploaded=store.bytes_written - content_bytes,
-            )
             try:
+                opts.reached("committed")
+                row = pubstats.PublishRow(
+                    start_time=pubstats.gmt(started),
+                    finish_time=pubstats.gmt(dt.datetime.now(dt.UTC)),
+                    revision=result.revision,
+                    diff=pubstats.diff_tree(stage, prev, base),
+                    chunks_added=content_objects,
+                    catalogs_added=result.catalogs - result.catalogs_reused,
+                    sz_bytes_uploaded=content_bytes,
+                    sz_catalog_bytes_uploaded=store.bytes_written - content_bytes,
+                )
                 pubstats.record(stratum, fqrn, row, scratch)
-            except (OSError, sqlite3.Error) as e:
-                # The revision is published; its statistics are a record, not part of it.
-                result = replace(result, warnings=(*result.warnings, f"publish statistics not recorded: {e}"))
+            except (OSError, sqlite3.Error, KeyboardInterrupt) as e:
+                # The revision is published; its statistics are a record, not part of it. Ctrl-C (or
+                # SIGTERM) here ended with 'interrupted; re-run to finish', and the re-run published
+                # the same tree again as another revision.
+                why = "interrupted" if isinstance(e, KeyboardInterrupt) else str(e)
+                result = replace(
+                    result, warnings=(*result.warnings, f"publish statistics not recorded: {why}")
+                )
             return replace(result, nested_by_dirtab=tuple(placed.dirtab), nested_auto=tuple(placed.auto))
         finally:
             content.pool.shutdown(wait=True, cancel_futures=True)

@@ -194,6 +194,8 @@ def pem_blocks(data: bytes) -> list[tuple[str, bytes]]:
 
 def load_public_key(data: bytes, where: str = "public key") -> PublicKey:
     """A PEM (``PUBLIC KEY``, ``RSA PUBLIC KEY`` or ``CERTIFICATE``) or DER RSA public key."""
+    if not data:
+        raise CvmfsError(f"{where}: the key file is empty", hint=_KEY_HINT)
     try:
         blocks = pem_blocks(data)
         if not blocks:
@@ -204,8 +206,15 @@ def load_public_key(data: bytes, where: str = "public key") -> PublicKey:
             if label == "CERTIFICATE":
                 return certificate_from_der(der).public_key
     except (DerError, IndexError) as e:
-        raise CvmfsError(f"{where}: not a readable RSA public key ({e})") from e
-    raise CvmfsError(f"{where}: no PUBLIC KEY or CERTIFICATE block found")
+        raise CvmfsError(f"{where}: not a readable RSA public key ({e})", hint=_KEY_HINT) from e
+    raise CvmfsError(f"{where}: no PUBLIC KEY or CERTIFICATE block found", hint=_KEY_HINT)
+
+
+#: what --key should name (it named an empty file, a private key or a tar without a word on what to give)
+_KEY_HINT = (
+    "give the repository's master public key, <fqrn>.pub (a PEM file starting '-----BEGIN PUBLIC KEY-----',"
+    " as 'cvmfs keygen' writes and /etc/cvmfs/keys/ holds)"
+)
 
 
 def load_certificate(data: bytes, where: str = "certificate") -> Certificate:

@@ -44,8 +44,21 @@ def _read_file(path: Path, source: str) -> bytes:
     try:
         with open(path, "rb") as f:
             data = f.read(MAX_CONTEXT_BYTES + 1)
+    except IsADirectoryError:
+        raise ConfigFileError(
+            "cannot read user data: is a folder, not a file",
+            where=source,
+            hint="name the user-data file itself (e.g. FOLDER/user-data.txt)",
+        ) from None
+    except FileNotFoundError:
+        # a path on the command line is refused as it is parsed (exit 2); a file:// URL only here
+        raise ConfigFileError(
+            "cannot read user data: no such file", where=source, hint="check the path"
+        ) from None
     except OSError as e:
-        raise ConfigFileError(f"cannot read user data: {e.strerror}", where=source) from None
+        raise ConfigFileError(
+            f"cannot read user data: {e.strerror}", where=source, hint="check the file's permissions"
+        ) from None
     if len(data) > MAX_CONTEXT_BYTES:
         raise _too_big(source)
     return data

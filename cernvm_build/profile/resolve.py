@@ -94,6 +94,7 @@ def linearize(path: Path, search_path: Sequence[Path], cache: dict[Path, Layer] 
             return
         layer = cache.get(p) or read_layer(p)
         cache[p] = layer
+        named: set[Path] = set()
         for name, pos in zip(layer.extends, layer.extends_pos, strict=True):
             parent = find(name, search_path, beside=p.parent)
             if parent is None:
@@ -104,6 +105,14 @@ def linearize(path: Path, search_path: Sequence[Path], cache: dict[Path, Layer] 
                     where=location(pos, "extends"),
                     hint=f"looked in {folders}; fix the name or add its folder to $CERNVM_PROFILE_PATH",
                 )
+            if parent in named:
+                # merged once anyway: the second name is almost surely a typo for another parent
+                raise ProfileError(
+                    f"parent profile {name!r} is named twice",
+                    where=location(pos, "extends"),
+                    hint="name each parent once (did you mean another profile?)",
+                )
+            named.add(parent)
             if parent in chain or parent == p:
                 cycle = " -> ".join(display(c) for c in [*chain, p, parent])
                 raise ProfileError(

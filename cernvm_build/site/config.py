@@ -176,6 +176,10 @@ DEFAULT_SECTIONS: dict[str, dict[str, Any]] = {
 }
 
 
+#: ``need``'s kinds in words (Python's names were shown: 'must be a str')
+_KIND_WORDS: dict[type, str] = {str: "text", dict: "a mapping", list: "a list"}
+
+
 def load(site_dir: Path, *, base_url: str | None = None, memo: frontmatter.Memo | None = None) -> SiteConfig:
     """``memo``: YAML texts parsed before (``frontmatter.Memo``)."""
     path = site_dir / CONFIG_NAME
@@ -186,13 +190,13 @@ def load(site_dir: Path, *, base_url: str | None = None, memo: frontmatter.Memo 
             hint="point --site at the folder holding config.yaml, content/, templates/; to start one, copy "
             f"the shipped site: cp -r {shlex.quote(str(data_dir('site')))}/. {shlex.quote(str(site_dir))}",
         )
-    raw = frontmatter.parse(utf8_text(path.read_bytes(), str(path)), str(path), memo=memo)
+    raw = frontmatter.parse(utf8_text(path.read_bytes(), str(path)), str(path), memo=memo, what=CONFIG_NAME)
 
     def need(key: str, kind: type, default: Any = None) -> Any:
         value = raw.get(key, default)
         if value is None or not isinstance(value, kind):
             raise BuildError(
-                f"'{key}' must be a {kind.__name__}",
+                f"'{key}' must be {_KIND_WORDS[kind]}, not {frontmatter.yaml_kind(value)}",
                 where=Location(file=str(path), key=key),
                 hint=f"set '{key}:' in {CONFIG_NAME}",
             )

@@ -177,6 +177,19 @@ def load_nested(load: Callable[[str], Any], text: str, where: str | Location, wh
         raise BuildError(message, where=where, hint=e.hint) from None
 
 
+def yaml_kind(v: Any) -> str:
+    """A YAML value's kind in words, for 'must be text, not …'."""
+    if isinstance(v, bool):
+        return "true/false"
+    if isinstance(v, int):
+        return "a number"
+    if isinstance(v, float):
+        return "a decimal number"
+    return {dict: "a mapping", list: "a list", str: "text", type(None): "empty"}.get(
+        type(v), type(v).__name__
+    )
+
+
 #: the front matter keys the site build reads (``pages``, ``plan``, ``sources``); a theme's templates
 #: may read any other (``page.meta.headline``), so another key is kept, and only one close to these is
 #: said (``misspelt``)
@@ -244,13 +257,17 @@ def split_raw(text: str, file: str) -> tuple[str | None, str, int]:
     )
 
 
-def parse(raw: str, file: str, first_line: int = 1, memo: Memo | None = None) -> dict[str, Any]:
-    """The mapping a YAML text holds (``memo``: texts parsed before)."""
+def parse(
+    raw: str, file: str, first_line: int = 1, memo: Memo | None = None, *, what: str = "front matter"
+) -> dict[str, Any]:
+    """The mapping a YAML text holds (``memo``: texts parsed before). ``what``: the text in messages, a
+    page's front matter or a whole file (``config.yaml``), whose hints then say nothing of '---'."""
     plain = _plain(raw)
     if plain is not None:
         return plain
+    fm = what == "front matter"
     try:
-        meta = load_nested((memo or Memo()).load, raw, Location(file=file, line=first_line), "front matter")
+        meta = load_nested((memo or Memo()).load, raw, Location(file=file, line=first_line), what)
     except Exception as e:
         if isinstance(e, BuildError) or not is_yaml_error(e):
             raise
@@ -258,17 +275,19 @@ def parse(raw: str, file: str, first_line: int = 1, memo: Memo | None = None) ->
 
         problem = yamlerror.describe(e, first_line)  # type: ignore[arg-type]
         raise BuildError(
-            f"front matter is not valid YAML: {problem.what}",
+            f"{what} is not valid YAML: {problem.what}",
             where=Location(file=file, line=problem.line or first_line, column=problem.column),
-            hint="front matter is YAML: 'key: value' lines; quote values that contain ':' or '#'",
+            hint=f"{what} is YAML: 'key: value' lines; quote values that contain ':' or '#'",
         ) from None
     if meta is None:
         return {}
     if not isinstance(meta, dict):
         raise BuildError(
-            "front matter must be a mapping of keys to values",
+            f"{what} must be a mapping of keys to values",
             where=Location(file=file, line=first_line),
-            hint="write 'title: My page' style lines between the '---' markers",
+            hint="write 'title: My page' style lines between the '---' markers"
+            if fm
+            else "write 'key: value' lines",
         )
     return meta
 

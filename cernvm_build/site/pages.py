@@ -11,6 +11,7 @@ from html import escape, unescape
 from typing import Any
 
 from ..errors import BuildError, Location
+from . import frontmatter
 from . import markdown as md_mod
 from . import versions as versions_mod
 from .config import Section, SiteConfig
@@ -205,7 +206,7 @@ def _check_types(fm: dict[str, Any], file: str) -> None:
     for k in ("title", "description", "nav_title", "url"):
         if k in fm and fm[k] is not None and not isinstance(fm[k], str):
             raise BuildError(
-                f"{k} must be text, not {_yaml_kind(fm[k])}",
+                f"{k} must be text, not {frontmatter.yaml_kind(fm[k])}",
                 where=Location(file=file, key=k),
                 hint=f"write '{k}: \"…\"' (quotes keep a number or a date as text)",
             )
@@ -231,14 +232,10 @@ def _check_types(fm: dict[str, Any], file: str) -> None:
     weight = fm.get("weight")
     if weight is not None and (not isinstance(weight, int) or isinstance(weight, bool)):
         raise BuildError(
-            f"weight must be a whole number, not {_yaml_kind(weight)}",
+            f"weight must be a whole number, not {frontmatter.yaml_kind(weight)}",
             where=Location(file=file, key="weight"),
             hint="write 'weight: 10' (lower comes first)",
         )
-
-
-def _yaml_kind(v: Any) -> str:
-    return {dict: "a mapping", list: "a list", bool: "true/false"}.get(type(v), type(v).__name__)
 
 
 def _release_page(base: str, rel_data: dict[str, Any]) -> Page:
@@ -290,7 +287,7 @@ def make_pages(
         draft = meta["fm"].get("draft")
         if draft is not None and not isinstance(draft, bool):  # "no" and "false" are true strings
             raise BuildError(
-                f"draft must be true or false, not {_yaml_kind(draft)}",
+                f"draft must be true or false, not {frontmatter.yaml_kind(draft)}",
                 where=Location(file=files[rel], key="draft"),
                 hint="write 'draft: true' (the page is left out) or 'draft: false', without quotes",
             )

@@ -143,6 +143,26 @@ def test_bad_key_files_are_one_line_errors() -> None:
         rsa.load_public_key(b"garbage", where="k.pub")
 
 
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"", "k.pub: the key file is empty"),
+        (b"garbage", "k.pub: not a readable RSA public key ("),
+        (
+            b"-----BEGIN FOO-----\nAAAA\n-----END FOO-----\n",
+            "k.pub: no PUBLIC KEY or CERTIFICATE block found",
+        ),
+    ],
+    ids=["empty", "garbage", "other-pem"],
+)
+def test_a_bad_key_file_says_what_a_key_file_is(data: bytes, message: str) -> None:
+    """--key naming an empty or wrong file was a line without a hint (rv34a)."""
+    with pytest.raises(CvmfsError) as e:
+        rsa.load_public_key(data, where="k.pub")
+    assert str(e.value).startswith(message)
+    assert "<fqrn>.pub" in (e.value.hint or "") and "BEGIN PUBLIC KEY" in (e.value.hint or "")
+
+
 def test_object_names_and_algorithms() -> None:
     h = objects.parse_hash("AB" + "c" * 38 + "-rmd160")
     assert h.algorithm == "rmd160" and str(h) == "ab" + "c" * 38 + "-rmd160"

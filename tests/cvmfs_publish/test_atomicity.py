@@ -78,3 +78,30 @@ def test_killed_publish_keeps_previous_revision(
     assert describe(export(stratum)) == describe(src)
     # no scratch left behind: only the lock and the statistics cache stay
     assert {p.name for p in (stratum / "data" / "txn").iterdir()} <= {"counters-cache.db", "publish.lock"}
+
+
+def test_ctrl_c_after_the_commit_says_the_revision_is_published(
+    tmp_path: Path,
+    stratum: Path,
+    keyset: keymod.KeySet,
+    reader: Callable[..., Repository],
+    export: Callable[..., Path],
+) -> None:
+    """Ctrl-C while the statistics of a committed revision were recorded was 'interrupted; re-run the
+    same command to finish', exit 130: the revision was published, and the re-run published another
+    (rv34a). Now the publish returns with the revision and a warning that the statistics were not
+    recorded."""
+    src = make_sample_tree(tmp_path / "src")
+    first = publish_tree(stratum, FQRN, keyset, src)
+    (src / "etc" / "os-release").write_text("changed\n")
+
+    def fault(step: str) -> None:
+        if step == "committed":
+            raise KeyboardInterrupt
+
+    second = publish_tree(stratum, FQRN, keyset, src, fault=fault)
+    assert second.revision == first.revision + 1
+    assert "publish statistics not recorded: interrupted" in second.warnings
+    with reader(stratum) as repo:
+        assert repo.revision == second.revision and not repo.verify().errors
+    assert describe(export(stratum)) == describe(src)

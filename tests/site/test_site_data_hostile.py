@@ -359,3 +359,31 @@ def test_benchmarks_without_results_build_the_page_without_figures(site: Path, t
         "No figures yet"
         in (tmp_path / "out" / "docs" / "reference" / "benchmarks" / "index.html").read_text()
     )
+
+
+@pytest.mark.parametrize(
+    ("text", "message", "line"),
+    [
+        ("title: [\n", "config.yaml is not valid YAML: ", 2),
+        ("- a\n- b\n", "config.yaml must be a mapping", 1),
+    ],
+    ids=["not-yaml", "a-list"],
+)
+def test_a_broken_config_is_not_called_front_matter(
+    tmp_path: Path, text: str, message: str, line: int
+) -> None:
+    """config.yaml was told to be front matter between '---' markers (rv34a): it is a file of its own."""
+    (tmp_path / "config.yaml").write_text(text)
+    with pytest.raises(BuildError) as e:
+        config.load(tmp_path)
+    assert e.value.message.startswith(message) and e.value.where.line == line
+    assert "front matter" not in e.value.message and "front matter" not in (e.value.hint or "")
+    assert "'---'" not in (e.value.hint or "")
+
+
+def test_a_config_value_of_the_wrong_type_names_it_in_words(tmp_path: Path) -> None:
+    """'must be a str' was Python's name for text (rv34a)."""
+    (tmp_path / "config.yaml").write_text("title: t\nbase_url: 5\n")
+    with pytest.raises(BuildError) as e:
+        config.load(tmp_path)
+    assert e.value.message == "'base_url' must be text, not a number"
