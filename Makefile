@@ -62,7 +62,7 @@ run: deps
 	$(VENV)/bin/cernvm-build demo
 
 test: deps
-	$(PY) -m pytest -q --durations=25 tests
+	$(PY) -m pytest -q --durations=100 tests
 
 test-quick: deps
 	$(PY) -m pytest -q -m "not e2e and not integration" tests
