@@ -418,6 +418,11 @@ def check_before_pull(where: str, raw: bytes, limits: TarLimits) -> int:
     return total
 
 
+def _layer_digests(raw: bytes) -> list[str]:
+    """The layers' digests of a manifest ``check_before_pull`` passed."""
+    return [str(layer["digest"]) for layer in json.loads(raw)["layers"]]
+
+
 def _check_space(where: str, need: int, work: Path) -> None:
     free = shutil.disk_usage(work).free
     if need > free:
@@ -444,8 +449,10 @@ def ingest_image(
     raw = raw_top = inspect_raw(ref, opts=opts)
     platforms = index_platforms(ref, raw)
     need = 0
+    layers: list[str] = []  # the declared layers' digests, named if the pull stalls
     if platforms is None:
         need = check_before_pull(ref, raw, limits)
+        layers += _layer_digests(raw)
         _check_space(ref, need, work)
     if platforms is not None:
         # A platform's name in the hub must not be a tag of its own in the registry: the two images
@@ -465,6 +472,7 @@ def ingest_image(
             except BuildError as e:
                 raise BuildError(f"{where}: {e.message}", hint=e.hint or "") from None
             need += check_before_pull(where, raw, limits)
+            layers += _layer_digests(raw)
         _check_space(ref, need, work)
     # by the digest of what was checked: pulled by tag, the registry could answer the pull with
     # another manifest (1 TiB layers after the check of a small image)
@@ -474,7 +482,12 @@ def ingest_image(
     images = 1 if platforms is None else len(platforms)
     allowed = need + (2 * images + 2) * MAX_RAW
     layout = pull(
-        pinned, work / "image.oci", opts=opts, all_platforms=platforms is not None, max_bytes=allowed
+        pinned,
+        work / "image.oci",
+        opts=opts,
+        all_platforms=platforms is not None,
+        max_bytes=allowed,
+        layers=tuple(layers),
     )
     top = json.loads((layout / "index.json").read_text())["manifests"][0]
     if platforms is None:
