@@ -1657,6 +1657,7 @@ def test_a_copytree_error_on_a_full_disk_is_one_line() -> None:
     err = _disk_error(full, Path("/o"))
     assert str(err) == "/o: no space left for the image (No space left on device)"
     assert err.hint == "free space there or choose another --out folder"
+    assert (err.where, err.message) == ("/o", "no space left for the image (No space left on device)")
     other = shutil.Error([("/o/a", "/o/b", "[Errno 13] Permission denied: '/o/b'")])
     assert str(_disk_error(other, Path("/o"))) == "/o: [Errno 13] Permission denied: '/o/b'"
 
