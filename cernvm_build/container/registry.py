@@ -5,6 +5,16 @@ Signatures live beside the registry (skopeo's lookaside store, configured in a `
 folder), where ``skopeo``/``podman`` verify them against a ``policy.json``. Errors are one line
 naming the image and what skopeo said; nothing is left half-written (a pull goes to a scratch
 folder first).
+
+skopeo follows a registry's redirects itself (Go's client: up to 10, anywhere), also into loopback and
+link-local addresses, which ``httpredirect`` refuses for our own downloads. Not closed here: skopeo
+1.9 has no option for it; a pre-flight of ours would see the manifest's answers, not the blobs'
+(registries send those to CDNs, and a hostile one can answer skopeo otherwise); and an
+``HTTPS_PROXY`` of ours that refused such hops would never see one to a literal loopback address
+(Go's client does not proxy those). What skopeo fetches is only written to the scratch layout and
+checked (digests, ``Quota``) before anything is ingested: the exposure is the request to such an
+address; its answer fails the blob's digest (unless the registry knew it already) and the scratch
+layout is removed (lf34a).
 """
 
 from __future__ import annotations
