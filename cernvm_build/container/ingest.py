@@ -51,7 +51,7 @@ from .image import (
 from .layer import LayerResult
 from .layering import WHITEOUT, ImageTrees, LayerTar, whiteout_of
 from .layers import LayerFile
-from .manifest_list import MAX_RAW, default_platform, index_platforms
+from .manifest_list import MAX_RAW, attestations, default_platform, index_platforms
 from .oci import ImageParts
 from .registry import RegistryOptions, inspect_raw, list_tags, pull
 
@@ -418,6 +418,34 @@ def check_before_pull(where: str, raw: bytes, limits: TarLimits) -> int:
     return total
 
 
+def check_attestation(where: str, raw: bytes, limits: TarLimits) -> tuple[int, list[str]]:
+    """The bytes a list's attestation (``raw``: its manifest) adds to the pull, and its layers'
+    digests: its layers are in-toto JSON, not tars, but bounded as an image's are (count, sizes)."""
+    try:
+        doc = json.loads(raw)
+        layers, config_size = doc["layers"], doc["config"]["size"]
+        if not isinstance(layers, list) or len(layers) > MAX_LAYERS:
+            raise ValueError(f"its layers are not a list of at most {MAX_LAYERS}")
+        if type(config_size) is not int or not 0 <= config_size <= MAX_RAW:
+            raise ValueError(f"its config is {config_size!r:.40} bytes (at most {MAX_RAW})")
+        total = config_size
+        for layer in layers:
+            size = layer["size"]
+            if type(size) is not int or not 0 <= size <= limits.max_bytes:
+                raise ValueError(
+                    f"layer {layer['digest']!s:.80} is {size!r:.40} bytes (at most {human(limits.max_bytes)})"
+                )
+            total += size
+        return total, [str(layer["digest"]) for layer in layers]
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
+        raise _not_an_image(where, e, "attestation manifest") from None
+
+
+def _layer_digests(raw: bytes) -> list[str]:
+    """The layers' digests of a manifest ``check_before_pull`` passed."""
+    return [str(layer["digest"]) for layer in json.loads(raw)["layers"]]
+
+
 def _check_space(where: str, need: int, work: Path) -> None:
     free = shutil.disk_usage(work).free
     if need > free:
@@ -444,8 +472,11 @@ def ingest_image(
     raw = raw_top = inspect_raw(ref, opts=opts)
     platforms = index_platforms(ref, raw)
     need = 0
+    layers: list[str] = []  # the declared layers' digests, named if the pull stalls
+    extra: list[str] = []  # the list's attestations: pulled with it by skopeo's --all
     if platforms is None:
         need = check_before_pull(ref, raw, limits)
+        layers += _layer_digests(raw)
         _check_space(ref, need, work)
     if platforms is not None:
         # A platform's name in the hub must not be a tag of its own in the registry: the two images
@@ -465,16 +496,32 @@ def ingest_image(
             except BuildError as e:
                 raise BuildError(f"{where}: {e.message}", hint=e.hint or "") from None
             need += check_before_pull(where, raw, limits)
+            layers += _layer_digests(raw)
+        extra = attestations(raw_top)
+        for digest in extra:
+            where = f"{ref} (attestation {digest})"
+            try:
+                raw = inspect_raw(f"{w.registry}/{w.repository}@{digest}", opts=opts)
+            except BuildError as e:
+                raise BuildError(f"{where}: {e.message}", hint=e.hint or "") from None
+            size, digests = check_attestation(where, raw, limits)
+            need += size
+            layers += digests
         _check_space(ref, need, work)
     # by the digest of what was checked: pulled by tag, the registry could answer the pull with
     # another manifest (1 TiB layers after the check of a small image)
     pinned = f"{w.registry}/{w.repository}@{digest_of(raw_top)}"
     # skopeo stopped past what the manifests declare: the layers, and each image's config and
     # manifest and the list at most MAX_RAW (a blob's digest is checked only at its end)
-    images = 1 if platforms is None else len(platforms)
+    images = 1 if platforms is None else len(platforms) + len(extra)
     allowed = need + (2 * images + 2) * MAX_RAW
     layout = pull(
-        pinned, work / "image.oci", opts=opts, all_platforms=platforms is not None, max_bytes=allowed
+        pinned,
+        work / "image.oci",
+        opts=opts,
+        all_platforms=platforms is not None,
+        max_bytes=allowed,
+        layers=tuple(layers),
     )
     top = json.loads((layout / "index.json").read_text())["manifests"][0]
     if platforms is None:

@@ -117,6 +117,19 @@ def index_platforms(ref: str, raw: bytes) -> list[Platform] | None:
     return out
 
 
+def attestations(raw: bytes) -> list[str]:
+    """The digests of the attestations (buildx's SBOM and provenance, platform ``unknown/unknown``)
+    of the list ``raw`` that ``index_platforms`` passed: not images, but ``skopeo copy --all`` pulls
+    them and their layers with the images (it has no way to leave them out), so the pull's quota
+    counts them."""
+    out = []
+    for entry in json.loads(raw)["manifests"]:
+        plat = entry.get("platform") or {}
+        if plat.get("os") == "unknown" and plat.get("architecture") == "unknown":
+            out.append(str(entry["digest"]))
+    return out
+
+
 def default_platform(platforms: Sequence[Platform]) -> Platform:
     """The platform published under the plain tag: linux/amd64 when listed, else the first."""
     return next((p for p in platforms if (p.os, p.architecture) == ("linux", "amd64")), platforms[0])

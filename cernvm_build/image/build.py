@@ -253,6 +253,7 @@ def _switch(work: Path, out_dir: Path, names: list[str]) -> None:
 
 
 def _disk_error(e: OSError, where: Path) -> BuildError:
+    # the folder as the error's ``where``, not in its message: ``--json`` carried null there
     if isinstance(e, shutil.Error) and e.args and isinstance(e.args[0], list) and e.args[0]:
         # copytree's errors, each (src, dst, why) in a list: the line was that list's repr (pr28a
         # finding 14: "[('…/tree/cernvm/initrd.img', '…/iso-tree/…', '[Errno 28] No space left on
@@ -261,13 +262,14 @@ def _disk_error(e: OSError, where: Path) -> BuildError:
         if os.strerror(errno.ENOSPC) in why or os.strerror(errno.EDQUOT) in why:
             e = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         else:
-            return BuildError(f"{where}: {why}")
+            return BuildError(why, where=str(where))
     if e.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
         return BuildError(
-            f"{where}: no space left for the image ({e.strerror})",
+            f"no space left for the image ({e.strerror})",
+            where=str(where),
             hint="free space there or choose another --out folder",
         )
-    return BuildError(f"{where}: {e.strerror or e}")
+    return BuildError(str(e.strerror or e), where=str(where))
 
 
 def check_epoch(epoch: int) -> None:

@@ -211,30 +211,36 @@ def read_trailer(image: Path) -> Trailer:
     try:
         st = image.stat()
     except OSError as e:
-        raise UsageError(f"{image}: {e.strerror}", hint="give the path of an iso or hdd image") from e
+        raise UsageError(
+            f"{e.strerror}", where=str(image), hint="give the path of an iso or hdd image"
+        ) from e
     if not stat.S_ISREG(st.st_mode):  # a small folder or a FIFO was "too small to carry a signature block"
-        raise UsageError(f"{image}: not a regular file", hint="give the path of an iso or hdd image")
+        raise UsageError("not a regular file", where=str(image), hint="give the path of an iso or hdd image")
     size = st.st_size
     if size < TRAILER:
         raise IntegrityError(
-            f"{image}: too small to carry a signature block", hint="is this a μCernVM image?"
+            "too small to carry a signature block", where=str(image), hint="is this a μCernVM image?"
         )
     try:
         with open_regular(image) as f:  # a folder is refused, not a traceback
             f.seek(size - TRAILER)
             raw = f.read(TRAILER)
     except OSError as e:
-        raise UsageError(f"{image}: {e.strerror}", hint="give the path of an iso or hdd image") from None
+        raise UsageError(
+            f"{e.strerror}", where=str(image), hint="give the path of an iso or hdd image"
+        ) from None
     try:
         meta = _json_block(raw[:BLOCK])
         sig = _json_block(raw[BLOCK:])
     except (ValueError, RecursionError):  # RecursionError: ``[[[[…`` nested past the decoder's depth
         raise IntegrityError(
-            f"{image}: no μCernVM signature block at the end", hint="only iso and hdd images carry one"
+            "no μCernVM signature block at the end",
+            where=str(image),
+            hint="only iso and hdd images carry one",
         ) from None
     if not isinstance(meta, dict) or meta.get("magic") != MAGIC or not isinstance(sig, dict):
         raise IntegrityError(
-            f"{image}: no μCernVM signature block at the end", hint="only iso and hdd carry one"
+            "no μCernVM signature block at the end", where=str(image), hint="only iso and hdd carry one"
         )
     cert = None
     try:
@@ -246,7 +252,7 @@ def read_trailer(image: Path) -> Trailer:
             cert.public_key()
         signature = base64.b64decode(sig["signature"]) if sig.get("signature") else None
     except (ValueError, TypeError, UnsupportedAlgorithm) as e:
-        raise IntegrityError(f"{image}: the signature block is damaged ({e})") from e
+        raise IntegrityError(f"the signature block is damaged ({e})", where=str(image)) from e
     meta.pop("magic", None)
     return Trailer(meta, cert, signature, sig.get("algorithm"), size - TRAILER)
 
@@ -256,15 +262,16 @@ def verify(image: Path, trusted: x509.Certificate | None = None) -> Trailer:
     t = read_trailer(image)
     if t.signature is None or t.certificate is None:
         raise IntegrityError(
-            f"{image}: the image is not signed", hint="build it with --sign-key and --sign-cert"
+            "the image is not signed", where=str(image), hint="build it with --sign-key and --sign-cert"
         )
     if t.algorithm != ALGORITHM:
-        raise IntegrityError(f"{image}: unknown signature algorithm {t.algorithm!r}")
+        raise IntegrityError(f"unknown signature algorithm {t.algorithm!r}", where=str(image))
     if trusted is not None and t.certificate.fingerprint(hashes.SHA256()) != trusted.fingerprint(
         hashes.SHA256()
     ):
         raise IntegrityError(
-            f"{image}: signed by '{t.certificate.subject.rfc4514_string()}', not by the given certificate",
+            f"signed by '{t.certificate.subject.rfc4514_string()}', not by the given certificate",
+            where=str(image),
             hint="pass the certificate of the release signer with --cert",
         )
     with open(image, "rb") as f:
@@ -274,19 +281,21 @@ def verify(image: Path, trusted: x509.Certificate | None = None) -> Trailer:
 
     pub = t.certificate.public_key()
     if not isinstance(pub, rsa.RSAPublicKey):
-        raise IntegrityError(f"{image}: the certificate does not hold an RSA key")
+        raise IntegrityError("the certificate does not hold an RSA key", where=str(image))
     try:
         pub.verify(t.signature, digest, padding.PKCS1v15(), utils.Prehashed(hashes.SHA256()))
     except InvalidSignature as e:
         raise IntegrityError(
-            f"{image}: signature does not match the image (modified after signing)",
+            "signature does not match the image (modified after signing)",
+            where=str(image),
             hint="download the image again and compare its .sha256",
         ) from e
     v = validity(t)
     if v is not None and v.valid_when_signed is False:
         raise IntegrityError(
-            f"{image}: signed with a certificate valid from {v.not_before} to {v.not_after}, not at the "
+            f"signed with a certificate valid from {v.not_before} to {v.not_after}, not at the "
             f"image's build time {v.build_time}",
+            where=str(image),
             hint="the certificate never covered this signature: do not trust the image",
         )
     return t

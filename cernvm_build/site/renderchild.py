@@ -82,10 +82,14 @@ def _serve(requests: int, replies: int, folder: Path, cache: Path | None) -> Non
     env = templates.environment(folder, cache)
     env.warm()
     idle = list(IDLE_IMPORTS)
+    # poll, not select: the pipe's descriptor is ≥ 1024 in a process with many files open (``site
+    # serve`` watching many folders), which select refuses (ValueError: the child died after a render)
+    waiting = select.poll()
+    waiting.register(requests, select.POLLIN)
     kind = ""
     while True:
         # (back-to-back renders, a page's and its sidebar's, are not held up by the imports)
-        while idle and kind == "render" and not select.select([requests], [], [], IDLE_WAIT)[0]:
+        while idle and kind == "render" and not waiting.poll(IDLE_WAIT * 1000):
             importlib.import_module(idle.pop())
         try:
             kind, what, args = _receive(requests)

@@ -13,7 +13,7 @@ import subprocess
 import tarfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
@@ -178,6 +178,72 @@ def test_a_manifest_list_names_its_platforms_and_one_image_none() -> None:
     assert got is not None and [p.name for p in got] == ["linux-arm64", "linux-amd64"]
     assert manifest_list.default_platform(got).name == "linux-amd64"
     assert manifest_list.index_platforms("r/x:1", _image()[0]) is None
+
+
+def _attested(layer_size: Any) -> dict[str, bytes]:
+    """A registry's manifests by reference: a list of one image and buildx's attestation of it (an
+    in-toto layer of ``layer_size`` bytes)."""
+    image = _image()[0]
+    layer = {"mediaType": "application/vnd.in-toto+json", "digest": f"sha256:{'cd' * 32}", "size": layer_size}
+    config = {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": f"sha256:{HEX}", "size": 167}
+    attestation = json.dumps(
+        {"schemaVersion": 2, "mediaType": manifest_list.OCI_MANIFEST, "config": config, "layers": [layer]}
+    ).encode()
+    top = _index(
+        _entry(digest=digest_of(image)),
+        _entry(digest=digest_of(attestation), platform={"os": "unknown", "architecture": "unknown"},
+               annotations={"vnd.docker.reference.type": "attestation-manifest"}),
+    )  # fmt: skip
+    return {"r/x:1": top, f"r/x@{digest_of(image)}": image, f"r/x@{digest_of(attestation)}": attestation}
+
+
+class _Pulled(Exception):
+    pass
+
+
+def _ingest_attested(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, layer_size: Any) -> dict[str, Any]:
+    """What ``pull`` was asked (it is not run) after the checks of ``_attested(layer_size)``."""
+    answers = _attested(layer_size)
+    asked: dict[str, Any] = {}
+
+    def pull(ref: str, dest: Path, **kw: Any) -> NoReturn:
+        asked.update(kw, ref=ref)
+        raise _Pulled
+
+    monkeypatch.setattr(ingest, "inspect_raw", lambda ref, opts: answers[ref])
+    monkeypatch.setattr(ingest, "pull", pull)
+    with pytest.raises(_Pulled):
+        ingest.ingest_image(
+            ingest.Wish("r", "x", "1"), "1", _never, opts=RegistryOptions(), work=tmp_path, registry_tags=set
+        )
+    return asked
+
+
+def _never(*args: object) -> NoReturn:
+    raise AssertionError("nothing may be published")
+
+
+def test_a_lists_attestations_are_counted_in_the_pulls_quota(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """lf34a: ``skopeo copy --all`` pulls buildx's attestations (SBOM, provenance) and their layers
+    with the images; the quota counted the images alone, so a large SBOM stopped a genuine pull."""
+    small = _ingest_attested(monkeypatch, tmp_path, 10)
+    big = _ingest_attested(monkeypatch, tmp_path, 50 << 20)
+    assert big["max_bytes"] - small["max_bytes"] == (50 << 20) - 10
+    assert f"sha256:{'cd' * 32}" in big["layers"]
+
+
+def test_a_hostile_attestation_is_refused_before_the_pull(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """An attestation whose layer declares 1 TiB (or no size) is one line naming it, before any pull."""
+    for size, said in [(1 << 40, "bytes (at most"), ("10", "is '10' bytes")]:
+        with pytest.raises(BuildError) as e:
+            _ingest_attested(monkeypatch, tmp_path, size)
+        message = e.value.message
+        assert message.startswith("r/x:1 (attestation sha256:") and said in message, message
+        assert "\n" not in message
 
 
 @pytest.mark.parametrize(

@@ -360,3 +360,50 @@ def test_a_manifest_over_skopeo_s_limit_is_blamed_on_the_registry_not_the_name()
         registry.inspect_raw(f"{url.removeprefix('http://')}/x/y:1", opts=RegistryOptions(tls_verify=False))
     assert "exceeded maximum allowed size of 4194304 bytes" in e.value.message and "\n" not in e.value.message
     assert e.value.hint is not None and "the registry answered more than skopeo accepts" in e.value.hint
+
+
+class _StalledBlob(_EndlessBlob):
+    """The image of ``_EndlessBlob``, whose 102-byte layer comes a byte every 0.2 s (a registry
+    stalling on one layer: 20 s for the whole)."""
+
+    sent: ClassVar[list[int]] = []
+
+    def do_GET(self, head: bool = False) -> None:
+        if "/blobs/" in self.path and self.path.endswith(_digest(self.layer)) and not head:
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(self.layer)))
+            self.end_headers()
+            with contextlib.suppress(OSError):  # skopeo was stopped
+                for i in range(len(self.layer)):
+                    self.wfile.write(self.layer[i : i + 1])
+                    self.wfile.flush()
+                    _StalledBlob.sent.append(i + 1)
+                    time.sleep(0.2)
+            return
+        super().do_GET(head)
+
+
+def test_a_registry_stalling_on_a_layer_ends_the_pull_with_the_layer_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """lf34a: a layer trickled a byte at a time held the pull for 30 minutes (``_TIMEOUT``): less
+    than ``LOW_SPEED`` bytes/s over ``LOW_SPEED_TIME`` ends it, one line naming the registry, the
+    image and the layer, nothing left."""
+    from cernvm_build.container import ingest
+
+    monkeypatch.setattr(registry, "_POLL", 0.05)  # the test's window, not the rule
+    monkeypatch.setattr(registry, "LOW_SPEED_TIME", 2)
+    _StalledBlob.sent.clear()
+    work = tmp_path / "work"
+    work.mkdir()
+    with http_server(_StalledBlob) as url:
+        host = url.removeprefix("http://")
+        wish = ingest.Wish(host, "x/y", "t")
+        with pytest.raises(BuildError) as e:
+            ingest.ingest_image(wish, "t", _publish_never, opts=RegistryOptions(tls_verify=False), work=work)
+    message = e.value.message
+    assert f"pull {host}/x/y@sha256:" in message and "\n" not in message, message
+    assert f"less than {registry.LOW_SPEED} bytes/s for " in message, message
+    assert f"layer {_digest(_StalledBlob.layer)} not complete" in message, message
+    assert list(work.iterdir()) == []
+    assert 0 < max(_StalledBlob.sent) < len(_StalledBlob.layer)  # stopped before the whole layer

@@ -810,6 +810,25 @@ def test_a_folder_is_no_image(tmp_path: Path) -> None:
         signature.read_trailer(tmp_path / "big")
 
 
+def test_an_image_verify_error_names_the_image_as_its_where_in_json(tmp_path: Path) -> None:
+    """lf34a: the image was only inside the message, so ``--json``'s ``where`` was null."""
+    import json
+    import subprocess
+    import sys
+
+    small = tmp_path / "small.iso"
+    small.write_bytes(b"x" * 100)
+    for args in (["verify", str(small)], ["verify", str(tmp_path)], ["inspect", str(small)]):
+        r = subprocess.run(
+            [sys.executable, "-m", "cernvm_build.cli.main", "image", *args, "--json"],
+            capture_output=True,
+            text=True,
+        )
+        doc = json.loads(r.stdout or r.stderr)
+        assert r.returncode != 0 and doc["where"] == args[1], (r.stdout, r.stderr)
+        assert not doc["message"].startswith(args[1]), doc
+
+
 def test_key_and_certificate_files_are_bounded_regular_files(tmp_path: Path) -> None:
     """``--cert /dev/zero`` filled the memory and a FIFO was waited on for ever (``--sign-key`` and
     ``--sign-cert`` too): each is a one-line error naming the flag."""
@@ -1657,6 +1676,7 @@ def test_a_copytree_error_on_a_full_disk_is_one_line() -> None:
     err = _disk_error(full, Path("/o"))
     assert str(err) == "/o: no space left for the image (No space left on device)"
     assert err.hint == "free space there or choose another --out folder"
+    assert (err.where, err.message) == ("/o", "no space left for the image (No space left on device)")
     other = shutil.Error([("/o/a", "/o/b", "[Errno 13] Permission denied: '/o/b'")])
     assert str(_disk_error(other, Path("/o"))) == "/o: [Errno 13] Permission denied: '/o/b'"
 

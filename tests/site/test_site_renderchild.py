@@ -180,6 +180,41 @@ def test_the_child_imports_the_next_calls_modules_while_it_waits_after_a_render(
         child.close()
 
 
+def test_the_child_serves_on_when_its_pipes_are_numbered_above_1023(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process with many files open (``site serve`` watching many folders) gives the child pipes
+    numbered ≥ 1024, which ``select.select`` refuses: the child died after its first render (lf34a)."""
+    import resource
+    import sys
+
+    from cernvm_build.site import renderchild
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1200:
+        pytest.skip(f"RLIMIT_NOFILE's hard limit {hard} is below 1200")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
+    spare = os.open(os.devnull, os.O_RDONLY)
+    filler = [os.dup(spare) for _ in range(1100 - spare)]
+    monkeypatch.delitem(sys.modules, "colorsys", raising=False)
+    monkeypatch.setattr(renderchild, "IDLE_IMPORTS", ("colorsys",))
+    env = _env(tmp_path)
+    child = None
+    try:
+        child = RenderChild.start(env.folder, env.bytecode_cache)
+        assert child is not None and min(child.requests, child.replies) >= 1024
+        assert child.render("page.html", {"title": "t", "body": "", "pid": 0}) is not None
+        time.sleep(0.2)  # the child waits for the next request (and imports meanwhile)
+        assert child.start_call("call", _imported, ("colorsys",))
+        assert child.end_call() == (True, True)
+    finally:
+        if child is not None:
+            child.close()
+        for fd in [spare, *filler]:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
 @pytest.mark.parametrize(
     ("loadavg", "idle"),
     [
