@@ -48,7 +48,7 @@ from .image import (
 from .layer import LayerResult
 from .layering import MAX_LAYERS, OPAQUE, WHITEOUT, LayerTar
 from .layers import HashedFile, LayerFile, layer_file
-from .verify import Node, read_image
+from .verify import ImageContents, Node, read_image
 
 MAX_DELTAS = 16  # delta layers over the last tree cut
 MAX_DELTA_SHARE = 0.25  # a delta heavier than this share of the parent's blobs: cut the tree again
@@ -112,6 +112,22 @@ def _refuse(path: Path, why: str, hint: str = _HINT) -> BuildError:
     return BuildError(f"--parent {path}: {why}", hint=hint)
 
 
+def check_parent(path: Path) -> None:
+    """Before the repository is contacted: ``path`` is an OCI image at all (its JSON documents only; the
+    rest is checked against the image being built by ``open_parent``). A parent that was no image was
+    found only after the snapshot was opened: offline, the error was the network's (rv34a)."""
+    try:
+        contents = read_image(path, layers=False)
+    except BuildError as e:
+        raise BuildError(f"--parent {e.message}", hint=_HINT) from None  # (a docker-archive will not do)
+    _check_kind(path, contents)
+
+
+def _check_kind(path: Path, contents: ImageContents) -> None:
+    if contents.kind not in ("oci", "oci-archive") or contents.manifest is None or contents.config is None:
+        raise _refuse(path, f"is a {contents.kind}, not an OCI image")
+
+
 def open_parent(path: Path, spec: ImageSpec, work: Path, *, mtimes: str, raw: bool) -> Parent:
     """Read and check ``path`` (OCI layout or archive) for an image ``spec`` whose mtimes are
     ``mtimes`` (the label's value); its blobs are placed in ``work`` (an archive's) or used where
@@ -119,8 +135,7 @@ def open_parent(path: Path, spec: ImageSpec, work: Path, *, mtimes: str, raw: bo
     if not path.exists():
         raise _refuse(path, "does not exist", "check the path")
     contents = read_image(path)
-    if contents.kind not in ("oci", "oci-archive") or contents.manifest is None or contents.config is None:
-        raise _refuse(path, f"is a {contents.kind}, not an OCI image")
+    _check_kind(path, contents)
     if contents.integrity:
         first = contents.integrity[0]
         raise _refuse(
