@@ -29,7 +29,7 @@ import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from ..cvmfs.tar_limits import members as tar_members
 from ..cvmfs.tar_limits import open_file
@@ -123,9 +123,11 @@ def check_parent(path: Path) -> None:
     _check_kind(path, contents)
 
 
-def _check_kind(path: Path, contents: ImageContents) -> None:
+def _check_kind(path: Path, contents: ImageContents) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The image's manifest and config, which an OCI image has."""
     if contents.kind not in ("oci", "oci-archive") or contents.manifest is None or contents.config is None:
         raise _refuse(path, f"is a {contents.kind}, not an OCI image")
+    return contents.manifest, contents.config
 
 
 def open_parent(path: Path, spec: ImageSpec, work: Path, *, mtimes: str, raw: bool) -> Parent:
@@ -135,7 +137,7 @@ def open_parent(path: Path, spec: ImageSpec, work: Path, *, mtimes: str, raw: bo
     if not path.exists():
         raise _refuse(path, "does not exist", "check the path")
     contents = read_image(path)
-    _check_kind(path, contents)
+    manifest, config = _check_kind(path, contents)
     if contents.integrity:
         first = contents.integrity[0]
         raise _refuse(
@@ -156,20 +158,18 @@ def open_parent(path: Path, spec: ImageSpec, work: Path, *, mtimes: str, raw: bo
             f"has mtimes {labels.get(LABEL_MTIMES)!r}, this build {mtimes!r}",
             "build both with or both without --keep-mtimes",
         )
-    if contents.config.get("architecture") != spec.architecture:
-        raise _refuse(path, f"is for {contents.config.get('architecture')}, not {spec.architecture}")
+    if config.get("architecture") != spec.architecture:
+        raise _refuse(path, f"is for {config.get('architecture')}, not {spec.architecture}")
     for p in contents.nodes:  # its paths become whiteout names: each must be a path in a tree
         why = bad_path(p)
         if why is not None:
             raise _refuse(path, f"has a member {p!r:.200} that is not a path in a tree ({why})")
-    descs = contents.manifest["layers"]
+    descs = manifest["layers"]
     if any(d.get("mediaType") != MT_LAYER_GZIP for d in descs):
         raise _refuse(path, "has layers that are not tar+gzip")
     try:  # the digests match, but whoever made them match may have written anything
         history = [
-            str(h.get("created_by", ""))
-            for h in contents.config.get("history", [])
-            if not h.get("empty_layer")
+            str(h.get("created_by", "")) for h in config.get("history", []) if not h.get("empty_layer")
         ]
         sizes = [d["size"] for d in descs]
         if not all(type(n) is int and n >= 0 for n in sizes):
@@ -181,7 +181,7 @@ def open_parent(path: Path, spec: ImageSpec, work: Path, *, mtimes: str, raw: bo
         history = [""] * len(descs)
     blobs = _place_blobs(path, [d["digest"] for d in descs], work)
     layers: list[LayerFile] = []
-    diff_ids = contents.config["rootfs"]["diff_ids"]
+    diff_ids = config["rootfs"]["diff_ids"]
     for i, (desc, diff_id) in enumerate(zip(descs, diff_ids, strict=True)):
         res = LayerResult(diff_id=diff_id, size=contents.layer_sizes[i], digest=desc["digest"],
                           compressed_size=sizes[i])  # fmt: skip
