@@ -291,6 +291,21 @@ def test_odd_key_names_round_trip(tmp_path: Path, s3: Any, bucket: str) -> None:
     assert again.actions == [] and again.unchanged == 3
 
 
+def test_a_stale_key_no_xml_can_name_is_deleted(tmp_path: Path, s3: Any, bucket: str) -> None:
+    """A stale object whose key holds a control character (\\x01: no XML 1.0 document can hold it,
+    not even as a reference) made DeleteObjects' body malformed: every sync failed with "S3 error
+    500", for ever (rv34b). Such a key is deleted on its own; the others still in one batch."""
+    src = tmp_path / "src"
+    write_tree(src, {"index.html": b"1"})
+    sync_tree(src, f"s3://{bucket}/p", client=s3)
+    odd = ["p/a\x01b", "p/c\x1fd/e", "p/plain"]
+    for key in odd:
+        s3.put_object(Bucket=bucket, Key=key, Body=b"stale")
+    done = sync_tree(src, f"s3://{bucket}/p", client=s3)
+    assert sorted(done.deleted) == ["a\x01b", "c\x1fd/e", "plain"]
+    assert set(keys(s3, bucket)) == {"p/index.html", f"p/{MANIFEST}"}
+
+
 def test_server_ignoring_conditions_is_detected(
     tmp_path: Path, s3: Any, s3server: LocalS3, bucket: str
 ) -> None:
