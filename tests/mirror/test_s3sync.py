@@ -281,6 +281,21 @@ def test_bad_destination_url(tmp_path: Path) -> None:
         sync_tree(tmp_path, "bucket/p")
 
 
+@pytest.mark.parametrize("prefix", ["../x", "a/./b", "a//b", "a\x01b", "p/..", "a\nb"])
+def test_a_prefix_no_reader_can_name_is_a_usage_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], prefix: str
+) -> None:
+    """'s3://b/../x' published under the keys '../x/...', which a reader over HTTP cannot name (its
+    URL resolves the '..' away), and a control character was taken as well (rv34b)."""
+    from cernvm_build.cli.main import main
+
+    write_tree(tmp_path / "src", {"index.html": b"1"})
+    assert main(["mirror", "sync", str(tmp_path / "src"), f"s3://b/{prefix}"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 2 and "the prefix has a '.', '..' or empty segment, or a control" in err, err
+    assert "\x01" not in err and "hint: write the prefix as the plain path" in err
+
+
 def test_odd_key_names_round_trip(tmp_path: Path, s3: Any, bucket: str) -> None:
     src = tmp_path / "src"
     names = {"a b+c/ü.txt": b"1", "pkg_1.0+git~1_all.deb": b"2", "%41.txt": b"3"}
