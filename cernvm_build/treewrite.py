@@ -99,8 +99,11 @@ class TreeWriter:
         owners: bool | None = None,
         mtime: int | None = None,
         report: TreeReport | None = None,
+        dest: Path | None = None,
     ) -> None:
         self.where, self.error = where, error
+        #: what a full disk names: the path the tree is to have (``root`` may be a temporary sibling)
+        self.dest = root if dest is None else dest
         self.devices = devices
         self.is_root = os.geteuid() == 0
         self.owners = self.is_root if owners is None else owners
@@ -129,16 +132,14 @@ class TreeWriter:
             hint="the tree is inconsistent or hostile; nothing was written outside the destination",
         )
 
-    def _os_fail(self, path: str, what: str, e: OSError) -> CernVMError:
+    def _os_fail(self, path: str, what: str, e: OSError) -> CernVMError | OSError:
         if isinstance(e, FileExistsError):
             return self._fail(path, "the name appears twice in its directory (a duplicate entry)")
         if e.errno in (errno.ENOSPC, errno.EDQUOT):
-            # the destination's disk, not the tree: the hint blamed the tree (pr24b finding 10)
-            return self.error(
-                f"{self.where}: {path}: cannot {what}: {e.strerror}",
-                hint="free some space where the destination is, or choose another one; nothing was"
-                " written outside it",
-            )
+            # the destination's disk, not the tree (the hint blamed the tree: pr24b finding 10), and
+            # no fault of the tree's kind either: the OSError naming the destination, which the CLI
+            # shows as every full disk (exit 1; a folder export was 5, its tar 1: rv34a)
+            return OSError(e.errno, e.strerror, str(self.dest))
         return self._fail(path, f"cannot {what}: {e.strerror or e}")
 
     # -- the directory stack ---------------------------------------------------------------------------

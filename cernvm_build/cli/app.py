@@ -751,9 +751,20 @@ def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None, *, own_proc
     # then leave to the process's end what it would tidy up
     args.one_shot = own_process and getattr(args, "ends_process", False) and not _observed()
     code = _dispatch(parser, args)
+    if own_process:
+        _ended()
     if args.one_shot and threading.active_count() == 1:
         end_process(code, run_atexit=True, output_is_result=True)
     return code
+
+
+def _ended() -> None:
+    """The command has ended (its output written, its exit code known): a Ctrl-C now could undo
+    nothing, so it is ignored. It was a KeyboardInterrupt traceback or, once Python's finalization had
+    put back the default action, death by SIGINT: a silent 130 after ``cvmfs publish`` had printed
+    its summary (rv34a). Only with no other thread left to join: a hang there stays interruptible."""
+    if threading.current_thread() is threading.main_thread() and threading.active_count() == 1:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def stopped_early(argv: Sequence[str]) -> int:

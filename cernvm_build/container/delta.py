@@ -29,7 +29,7 @@ import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from ..cvmfs.tar_limits import members as tar_members
 from ..cvmfs.tar_limits import open_file
@@ -48,7 +48,7 @@ from .image import (
 from .layer import LayerResult
 from .layering import MAX_LAYERS, OPAQUE, WHITEOUT, LayerTar
 from .layers import HashedFile, LayerFile, layer_file
-from .verify import Node, read_image
+from .verify import ImageContents, Node, read_image
 
 MAX_DELTAS = 16  # delta layers over the last tree cut
 MAX_DELTA_SHARE = 0.25  # a delta heavier than this share of the parent's blobs: cut the tree again
@@ -112,6 +112,24 @@ def _refuse(path: Path, why: str, hint: str = _HINT) -> BuildError:
     return BuildError(f"--parent {path}: {why}", hint=hint)
 
 
+def check_parent(path: Path) -> None:
+    """Before the repository is contacted: ``path`` is an OCI image at all (its JSON documents only; the
+    rest is checked against the image being built by ``open_parent``). A parent that was no image was
+    found only after the snapshot was opened: offline, the error was the network's (rv34a)."""
+    try:
+        contents = read_image(path, layers=False)
+    except BuildError as e:
+        raise BuildError(f"--parent {e.message}", hint=_HINT) from None  # (a docker-archive will not do)
+    _check_kind(path, contents)
+
+
+def _check_kind(path: Path, contents: ImageContents) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The image's manifest and config, which an OCI image has."""
+    if contents.kind not in ("oci", "oci-archive") or contents.manifest is None or contents.config is None:
+        raise _refuse(path, f"is a {contents.kind}, not an OCI image")
+    return contents.manifest, contents.config
+
+
 def open_parent(path: Path, spec: ImageSpec, work: Path, *, mtimes: str, raw: bool) -> Parent:
     """Read and check ``path`` (OCI layout or archive) for an image ``spec`` whose mtimes are
     ``mtimes`` (the label's value); its blobs are placed in ``work`` (an archive's) or used where
@@ -119,8 +137,7 @@ def open_parent(path: Path, spec: ImageSpec, work: Path, *, mtimes: str, raw: bo
     if not path.exists():
         raise _refuse(path, "does not exist", "check the path")
     contents = read_image(path)
-    if contents.kind not in ("oci", "oci-archive") or contents.manifest is None or contents.config is None:
-        raise _refuse(path, f"is a {contents.kind}, not an OCI image")
+    manifest, config = _check_kind(path, contents)
     if contents.integrity:
         first = contents.integrity[0]
         raise _refuse(
@@ -141,20 +158,18 @@ def open_parent(path: Path, spec: ImageSpec, work: Path, *, mtimes: str, raw: bo
             f"has mtimes {labels.get(LABEL_MTIMES)!r}, this build {mtimes!r}",
             "build both with or both without --keep-mtimes",
         )
-    if contents.config.get("architecture") != spec.architecture:
-        raise _refuse(path, f"is for {contents.config.get('architecture')}, not {spec.architecture}")
+    if config.get("architecture") != spec.architecture:
+        raise _refuse(path, f"is for {config.get('architecture')}, not {spec.architecture}")
     for p in contents.nodes:  # its paths become whiteout names: each must be a path in a tree
         why = bad_path(p)
         if why is not None:
             raise _refuse(path, f"has a member {p!r:.200} that is not a path in a tree ({why})")
-    descs = contents.manifest["layers"]
+    descs = manifest["layers"]
     if any(d.get("mediaType") != MT_LAYER_GZIP for d in descs):
         raise _refuse(path, "has layers that are not tar+gzip")
     try:  # the digests match, but whoever made them match may have written anything
         history = [
-            str(h.get("created_by", ""))
-            for h in contents.config.get("history", [])
-            if not h.get("empty_layer")
+            str(h.get("created_by", "")) for h in config.get("history", []) if not h.get("empty_layer")
         ]
         sizes = [d["size"] for d in descs]
         if not all(type(n) is int and n >= 0 for n in sizes):
@@ -166,7 +181,7 @@ def open_parent(path: Path, spec: ImageSpec, work: Path, *, mtimes: str, raw: bo
         history = [""] * len(descs)
     blobs = _place_blobs(path, [d["digest"] for d in descs], work)
     layers: list[LayerFile] = []
-    diff_ids = contents.config["rootfs"]["diff_ids"]
+    diff_ids = config["rootfs"]["diff_ids"]
     for i, (desc, diff_id) in enumerate(zip(descs, diff_ids, strict=True)):
         res = LayerResult(diff_id=diff_id, size=contents.layer_sizes[i], digest=desc["digest"],
                           compressed_size=sizes[i])  # fmt: skip

@@ -21,6 +21,7 @@ from ..cvmfs.repository import SnapshotSpec
 from ..errors import UsageError
 from ..profile import Profile
 from .build import BuildRequest, BuildResult, build, check_formats
+from .delta import check_parent
 from .image import LABEL_TAG, ImageSpec
 from .layering import DEFAULT_LAYER_BYTES
 from .origin import default_cmd, image_spec, oci_arch, open_origin, provenance
@@ -113,6 +114,8 @@ def build_profile(
     fmts = check_formats([f.strip() for f in (formats or prof.container.formats)])
     if "cvmfs" in fmts and (hub.stratum is None or hub.keys_dir is None):
         raise UsageError("the cvmfs format needs --hub-stratum DIR and --hub-keys DIR")
+    if parent is not None:
+        check_parent(parent)  # local inputs before the network
     origin = open_origin(
         list(sources or prof.cvmfs.server_urls()),
         fqrn=prof.cvmfs.repository,

@@ -96,7 +96,9 @@ def export_directory(
     reclaim_stale(dest)  # a killed export's half tree goes; the re-run writes the whole one
     tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(dest), suffix=".tmp", dir=dest.parent))
     result = ExportResult(dest)
-    writer = TreeWriter(tmp, where=_where(repo), error=CvmfsError, devices=devices, report=result.report)
+    writer = TreeWriter(
+        tmp, where=_where(repo), error=CvmfsError, devices=devices, report=result.report, dest=dest
+    )
     try:
         with cf.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
             # Oldest first: waiting on the oldest of a window is O(1) per file, where cf.wait over

@@ -126,7 +126,19 @@ def parse_s3_url(url: str) -> S3Url:
     bucket, _, prefix = rest.partition("/")
     if not bucket:
         raise S3UrlError(f"'{url}' names no bucket", hint="write the destination as s3://bucket/prefix")
-    return S3Url(bucket, prefix.strip("/"))
+    prefix = prefix.strip("/")
+    # keys a reader over HTTP cannot name as written (it resolves '..' and '.' away, a control
+    # character is no URL's): 's3://b/../x' published under the key '../x/' (rv34b)
+    if prefix and (any(p in ("..", ".", "") for p in prefix.split("/")) or _CONTROL.search(prefix)):
+        shown = url.encode("unicode_escape").decode("ascii")
+        raise S3UrlError(
+            f"'{shown}': the prefix has a '.', '..' or empty segment, or a control character",
+            hint="write the prefix as the plain path its objects are read at (s3://bucket/a/b)",
+        )
+    return S3Url(bucket, prefix)
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def _check_endpoint(endpoint: str) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import mimetypes
 import os
+import re
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -434,11 +435,26 @@ def run_parallel(jobs: int, fn: Callable[[Action], None], actions: Iterable[Acti
                 raise fut.exception()  # type: ignore[misc]
 
 
+#: what no XML 1.0 document can hold, not even as a character reference: a key with one cannot be
+#: named in DeleteObjects' body (moto answered 500, S3 says MalformedXML), so it is deleted on its own;
+#: one such stale object failed every sync (rv34b)
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
+
+
 def delete_objects(client: S3Client, url: S3Url, rels: Sequence[str], progress: Progress | None) -> None:
+    alone = [r for r in rels if _NOT_XML.search(url.key(r))]
+    batched = [r for r in rels if not _NOT_XML.search(url.key(r))] if alone else rels
     batch_ok = True
     done = 0
-    for start in range(0, len(rels), 1000):
-        chunk = rels[start : start + 1000]
+
+    def tick(count: int) -> None:
+        nonlocal done
+        done += count
+        if progress:
+            progress("delete", done, len(rels))
+
+    for start in range(0, len(batched), 1000):
+        chunk = batched[start : start + 1000]
         if batch_ok:
             try:
                 resp = client.delete_objects(
@@ -452,9 +468,7 @@ def delete_objects(client: S3Client, url: S3Url, rels: Sequence[str], progress: 
                         f"{url}/{url.rel(first.get('Key', ''))}: cannot delete: {first.get('Message', '')}",
                         hint="check the credentials may delete; a re-run retries the deletions",
                     )
-                done += len(chunk)
-                if progress:
-                    progress("delete", done, len(rels))
+                tick(len(chunk))
                 continue
             except botocore.exceptions.ClientError as e:
                 # Older MinIO/RGW want Content-MD5 on DeleteObjects, which new botocore no longer sends.
@@ -468,14 +482,17 @@ def delete_objects(client: S3Client, url: S3Url, rels: Sequence[str], progress: 
                 batch_ok = False
             except botocore.exceptions.BotoCoreError as e:
                 raise s3_error(e, str(url)) from e
-        for r in chunk:
-            try:
-                client.delete_object(Bucket=url.bucket, Key=url.key(r))
-            except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as e:
-                raise s3_error(e, f"{url}/{r}") from e
-            done += 1
-            if progress:
-                progress("delete", done, len(rels))
+        _delete_each(client, url, chunk, tick)
+    _delete_each(client, url, alone, tick)
+
+
+def _delete_each(client: S3Client, url: S3Url, rels: Sequence[str], tick: Callable[[int], None]) -> None:
+    for r in rels:
+        try:
+            client.delete_object(Bucket=url.bucket, Key=url.key(r))
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as e:
+            raise s3_error(e, f"{url}/{r}") from e
+        tick(1)
 
 
 def write_manifest(

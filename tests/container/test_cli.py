@@ -164,3 +164,26 @@ def test_a_basename_is_a_file_name_in_the_output(
     assert f"--basename {basename!r} is not a file name" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "p.yaml"]
     assert [p.name for p in out.iterdir()] == [".other.oci.tar.tmp"]
+
+
+@pytest.mark.parametrize("kind", ["file", "folder"])
+def test_a_parent_that_is_no_image_is_said_before_the_repository_is_contacted(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], kind: str
+) -> None:
+    # rv34a: the parent was read only after the snapshot was opened; offline (here: a port nothing
+    # listens on) the error was the manifest's, not the --parent's
+    prof = tmp_path / "p.yaml"
+    prof.write_text(PROFILE.format(key=KEY))
+    parent = tmp_path / "bin.txt"
+    if kind == "file":
+        parent.write_text("not an image\n")
+    else:
+        parent.mkdir()
+    source = "http://127.0.0.1:9/cvmfs/fixture.cernvm.test"
+    rc = main(
+        ["container", str(prof), "--source", source, "--out", str(tmp_path / "o"), "--parent", str(parent)]
+    )
+    err = capsys.readouterr().err
+    assert rc == 7 and err.startswith(f"error: --parent {parent}: not a"), err
+    assert "hint: give an OCI layout or archive built by 'cernvm-build container'" in err
+    assert "manifest" not in err and not (tmp_path / "o").exists()

@@ -34,7 +34,9 @@ def test_a_full_disk_names_the_side_that_is_full(tmp_path: Path) -> None:
         {cli} cvmfs verify {mnt}/srv --key {tmp_path}/keys/f.test.pub -q || exit 95
         dd if=/dev/zero of={mnt}/fill bs=1M 2>/dev/null
         {cli} cvmfs export {mnt}/srv {mnt}/out.tar --key {tmp_path}/keys/f.test.pub -q 2>{tmp_path}/tar.err
+        echo $? >{tmp_path}/tar.rc
         {cli} cvmfs export {mnt}/srv {mnt}/out --key {tmp_path}/keys/f.test.pub -q 2>{tmp_path}/dir.err
+        echo $? >{tmp_path}/dir.rc
         ls -A {mnt} >{tmp_path}/left
     """
     done = in_namespace(script)
@@ -46,8 +48,11 @@ def test_a_full_disk_names_the_side_that_is_full(tmp_path: Path) -> None:
     # an export onto a full disk: a tar's line named no file, a folder's blamed the tree (finding 10)
     tar_err = (tmp_path / "tar.err").read_text()
     assert f"error: {mnt}/out.tar: No space left on device" in tar_err, tar_err
+    # and the same full disk under a folder: exit 5 (a repository's error) where the tar's was 1, its
+    # line naming the entry, not the output (rv34a): now both the output, exit 1 as every full disk
     err = (tmp_path / "dir.err").read_text()
-    assert ": big: cannot write it: No space left on device" in err and "hint: free some space" in err, err
+    assert err.startswith(f"error: {mnt}/out: No space left on device\nhint: free some space"), err
+    assert (tmp_path / "tar.rc").read_text() == (tmp_path / "dir.rc").read_text() == "1\n"
     assert (tmp_path / "left").read_text().split() == ["fill", "srv"]  # no half-written export left
 
 

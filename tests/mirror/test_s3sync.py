@@ -281,6 +281,21 @@ def test_bad_destination_url(tmp_path: Path) -> None:
         sync_tree(tmp_path, "bucket/p")
 
 
+@pytest.mark.parametrize("prefix", ["../x", "a/./b", "a//b", "a\x01b", "p/..", "a\nb"])
+def test_a_prefix_no_reader_can_name_is_a_usage_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], prefix: str
+) -> None:
+    """'s3://b/../x' published under the keys '../x/...', which a reader over HTTP cannot name (its
+    URL resolves the '..' away), and a control character was taken as well (rv34b)."""
+    from cernvm_build.cli.main import main
+
+    write_tree(tmp_path / "src", {"index.html": b"1"})
+    assert main(["mirror", "sync", str(tmp_path / "src"), f"s3://b/{prefix}"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 2 and "the prefix has a '.', '..' or empty segment, or a control" in err, err
+    assert "\x01" not in err and "hint: write the prefix as the plain path" in err
+
+
 def test_odd_key_names_round_trip(tmp_path: Path, s3: Any, bucket: str) -> None:
     src = tmp_path / "src"
     names = {"a b+c/ü.txt": b"1", "pkg_1.0+git~1_all.deb": b"2", "%41.txt": b"3"}
@@ -289,6 +304,21 @@ def test_odd_key_names_round_trip(tmp_path: Path, s3: Any, bucket: str) -> None:
     assert set(keys(s3, bucket)) == {f"p q/{n}" for n in names} | {f"p q/{MANIFEST}"}
     again = sync_tree(src, f"s3://{bucket}/p q", client=s3)
     assert again.actions == [] and again.unchanged == 3
+
+
+def test_a_stale_key_no_xml_can_name_is_deleted(tmp_path: Path, s3: Any, bucket: str) -> None:
+    """A stale object whose key holds a control character (\\x01: no XML 1.0 document can hold it,
+    not even as a reference) made DeleteObjects' body malformed: every sync failed with "S3 error
+    500", for ever (rv34b). Such a key is deleted on its own; the others still in one batch."""
+    src = tmp_path / "src"
+    write_tree(src, {"index.html": b"1"})
+    sync_tree(src, f"s3://{bucket}/p", client=s3)
+    odd = ["p/a\x01b", "p/c\x1fd/e", "p/plain"]
+    for key in odd:
+        s3.put_object(Bucket=bucket, Key=key, Body=b"stale")
+    done = sync_tree(src, f"s3://{bucket}/p", client=s3)
+    assert sorted(done.deleted) == ["a\x01b", "c\x1fd/e", "plain"]
+    assert set(keys(s3, bucket)) == {"p/index.html", f"p/{MANIFEST}"}
 
 
 def test_server_ignoring_conditions_is_detected(
