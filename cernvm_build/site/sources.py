@@ -17,7 +17,7 @@ import re
 import stat as stat_mod
 import time
 from collections import Counter
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,11 @@ FENCE_OPEN = re.compile(rb"\n(`{3,}|~{3,})([^\n]*)\n")
 #: a language with this many fenced blocks to render has its lexer's states joined at once
 #: (``lexfast.join_early``): fewer would not win back the regexes compiled
 MANY_BLOCKS = 100
+#: the CPU-ms a cold process takes to make a lexer (its states joined, a sample lexed; Pygments 2.19,
+#: sp34e): the forked lexers' step splits the languages by it (``lexers_order``); unknown ones cost
+#: ``LEXER_COST_DEFAULT``. Only the order uses it: a wrong guess costs an idle core, not an output
+LEXER_COST = {"python": 98, "sql": 83, "cpp": 55, "c": 49, "js": 43, "javascript": 43, "xml": 41}
+LEXER_COST_DEFAULT = 30
 #: a file's stat is trusted (its digest not taken again) only once it is this old (module docstring)
 SETTLED_NS = 2_000_000_000
 #: the rendered Markdown (HTML and search text, in characters) the render step hands the write step in
@@ -461,10 +466,21 @@ def warm_highlighting(
         blocks[name.decode("ascii", "replace").lower()] += n
     langs = sorted(blocks)[:32]
     samples = _samples(todo, fences, {lang for lang in langs if blocks[lang] >= MANY_BLOCKS})
-    # the costliest first (those of many blocks: their states joined, a sample lexed)
-    order = sorted(langs, key=lambda lang: blocks[lang] < MANY_BLOCKS)
+    order = lexers_order(langs, blocks)
     return md_mod.warm_lexers(
         [(lang, blocks[lang] >= MANY_BLOCKS, samples.get(lang, ())) for lang in order], jobs, meanwhile
+    )
+
+
+def lexers_order(langs: Iterable[str], blocks: Mapping[str, int]) -> list[str]:
+    """``langs``, the costliest first: those of ``MANY_BLOCKS`` blocks or more (their states joined, a
+    sample lexed), each group by ``LEXER_COST``. The forked lexers' step hands them out in this order,
+    the first to the forked process while the builder does its own work first: by name, the builder
+    got Python (the costliest, ~0.1 CPU-s) after that work while the forked process made bash and YAML,
+    and that process then waited ~60 ms for it (sp34b)."""
+    return sorted(
+        langs,
+        key=lambda lang: (blocks[lang] < MANY_BLOCKS, -LEXER_COST.get(lang, LEXER_COST_DEFAULT), lang),
     )
 
 

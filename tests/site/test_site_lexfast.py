@@ -522,7 +522,7 @@ def test_warming_takes_the_languages_the_scan_found_without_reading_again(
     monkeypatch.setattr(md_mod, "warm_lexer", lambda lang, many=False, samples=(): warmed.append(lang))
     todo = [sources.Source("k", "a.md", a, "/", ""), sources.Source("l", "b.md", str(other), "/", "")]
     sources.warm_highlighting(todo, found.fences)
-    assert warmed == ["bash", "python", "yaml"]
+    assert warmed == ["python", "bash", "yaml"]  # (the costliest first: ``lexers_order``)
 
 
 def test_the_sample_scan_is_linear_and_stops_at_an_unclosed_fence(tmp_path: Path) -> None:
@@ -707,3 +707,24 @@ def test_a_state_left_rule_by_rule_matches_with_its_rules_own_patterns(
     ]
     assert lexfast._JOINED[Conditional][0]["root"] is None
     assert all(isinstance(m.__self__, re.Pattern) for m, _a, _n in Conditional._tokens["root"])
+
+
+def test_the_costliest_lexer_is_handed_out_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """(sp34e) The forked lexers' step gives its first language to the forked process while the builder
+    does its own work: Python (the costliest lexer) first, not by name after bash, where the builder
+    made it last and the forked process waited for it; languages of few blocks after those of many."""
+    from cernvm_build.site import sources
+
+    monkeypatch.setattr(sources, "MANY_BLOCKS", 2)
+    page = tmp_path / "a.md"
+    blocks = ("bash", "python", "yaml", "bash", "python", "yaml", "ini")
+    page.write_text("".join(f"```{lang}\nx\n```\n\n" for lang in blocks))
+    got: list[list[tuple[str, bool]]] = []
+
+    def warm_lexers(langs: list[tuple[str, bool, object]], jobs: int, meanwhile: object) -> bool:
+        got.append([(lang, many) for lang, many, _samples in langs])
+        return False
+
+    monkeypatch.setattr(md_mod, "warm_lexers", warm_lexers)
+    sources.warm_highlighting([sources.Source("k", page.name, str(page), "/", "")], None, 2)
+    assert got == [[("python", True), ("bash", True), ("yaml", True), ("ini", False)]]
