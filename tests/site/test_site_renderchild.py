@@ -265,6 +265,11 @@ def test_the_child_renders_from_the_bytecode_cache_without_jinja2s_compiler(tmp_
         return out.stdout.splitlines()
 
     assert run("page.html") == [repr(expected), "False False"]
+    import jinja2.bccache
+
+    from cernvm_build.site import jinjaless
+
+    assert jinja2.bccache.bc_magic == jinjaless.MAGIC  # (another jinja2's format: a new test)
     # not in the cache: jinja2 (compiler and all) renders it there, the same page as ever
     (folder / "other.html").write_text("{{ title }}!")
     assert run("other.html") == [repr("a &lt; b!"), "True False"]
