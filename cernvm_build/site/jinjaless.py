@@ -150,6 +150,8 @@ class _Env:
         if "\\" in name or any(part in ("", ".", "..") for part in parts):
             raise _Miss
         filename = os.path.normpath(posixpath.join(self.folder, *parts))
+        if not os.path.isfile(filename):  # (as jinja2's loader: a FIFO named by an include is not opened)
+            raise _Miss
         try:
             with open(filename, encoding="utf-8") as f:  # (text mode: jinja2 reads it so)
                 source = f.read()

@@ -273,3 +273,23 @@ def test_the_child_renders_from_the_bytecode_cache_without_jinja2s_compiler(tmp_
     # not in the cache: jinja2 (compiler and all) renders it there, the same page as ever
     (folder / "other.html").write_text("{{ title }}!")
     assert run("other.html") == [repr("a &lt; b!"), "True False"]
+
+
+def test_the_cached_code_path_opens_no_fifo_an_extends_names(tmp_path: Path) -> None:
+    """``{% extends name %}`` with a name only known while rendering: a FIFO there is left to jinja2
+    (not a file: TemplateNotFound, one line), not opened and waited on for ever."""
+    from cernvm_build.site import jinjaless
+
+    env = _env(tmp_path)
+    (env.folder / "inc.html").write_text("{% extends name %}")
+    os.mkfifo(env.folder / "fifo")
+    with pytest.raises(BuildError):  # (and its code is in the cache now)
+        env.render("inc.html", {"name": "fifo"})
+    fast = jinjaless.Fast(env.folder, env.bytecode_cache)
+    fast.warm()
+    signal.alarm(20)
+    try:
+        assert fast.render("inc.html", {"name": "fifo"}) is None
+        assert fast.render("page.html", {"title": "t", "body": "", "pid": 1}) is None  # not cached
+    finally:
+        signal.alarm(0)
