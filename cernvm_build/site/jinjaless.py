@@ -5,7 +5,7 @@ that module's code, checked by the source's checksum and jinja2's own magic (its
 the Python version). The render child (``renderchild``) of a one-page rebuild runs that code here with
 the runtime the code calls (``jinja2.runtime``, the default filters and tests, markupsafe) and a small
 environment of ours, so it never imports jinja2's compiler, lexer, parser and ``Environment`` (callgrind:
-~32M instructions of the child's ~208M in a one-page rebuild of 1,000 pages).
+~44M instructions of the child's ~208M in a one-page rebuild of 1,000 pages).
 
 The package's module is put in ``sys.modules`` unexecuted (``_bare``), so its submodules import without
 its ``__init__``; ``complete`` runs the ``__init__`` in that same module object before anything needs
