@@ -77,10 +77,13 @@ def _serve(requests: int, replies: int, folder: Path, cache: Path | None) -> Non
     import importlib
     import select
 
-    from . import templates
+    from . import jinjaless, templates
 
+    # the templates' code from jinja2's bytecode cache, run without jinja2's compiler (``jinjaless``);
+    # jinja2 itself only where that cannot render a page
+    fast = jinjaless.Fast(folder, cache)
+    fast.warm()
     env = templates.environment(folder, cache)
-    env.warm()
     idle = list(IDLE_IMPORTS)
     # poll, not select: the pipe's descriptor is ≥ 1024 in a process with many files open (``site
     # serve`` watching many folders), which select refuses (ValueError: the child died after a render)
@@ -96,13 +99,23 @@ def _serve(requests: int, replies: int, folder: Path, cache: Path | None) -> Non
         except EOFError:  # the parent is done (or gone)
             return
         try:
-            got = env.render(what, args) if kind == "render" else what(*args)
+            got = _render(fast, env, what, args) if kind == "render" else what(*args)
             reply: tuple[str, Any] = ("ok", got)
         except CernVMError as e:  # a template's error: its parts (where and hint do not pickle with it)
             reply = ("error", (e.message, e.where, e.hint))
         except Exception as e:  # anything else: the parent renders itself and meets it there
             reply = ("fail", f"{type(e).__name__}: {e}")
         _send(replies, reply)
+
+
+def _render(fast: Any, env: Any, name: str, ctx: dict[str, Any]) -> str:
+    got = fast.render(name, ctx)
+    if got is None:
+        from . import jinjaless
+
+        jinjaless.complete()
+        got = env.render(name, ctx)
+    return str(got)
 
 
 def _child(

@@ -239,3 +239,92 @@ def test_a_core_is_idle_when_nothing_else_is_runnable_now(
     assert renderchild.idle_core() is idle
     monkeypatch.setattr(renderchild, "LOADAVG", str(tmp_path / "absent"))
     assert renderchild.idle_core() is False
+
+
+#: run in a fresh interpreter (pytest's has imported jinja2): the pages the child renders, and whether
+#: the child had imported jinja2's compiler when it rendered them
+_FRESH = """
+import sys
+from pathlib import Path
+from cernvm_build.site import templates
+from cernvm_build.site.renderchild import RenderChild
+
+def imported(name):
+    return name in sys.modules
+
+folder, cache = Path(sys.argv[1]), Path(sys.argv[2])
+env = templates.environment(folder, cache)
+env.use(RenderChild.start(env.folder, env.bytecode_cache))
+child = env.child
+ctx = {"title": "a < b", "body": templates.Markup("<em>k</em>"), "pid": 3, "page": {}}
+for name in sys.argv[3:]:
+    print(repr(env.render(name, ctx)))
+assert child.start_call("call", imported, ("jinja2.compiler",))
+print(child.end_call()[1], "jinja2" in sys.modules)
+env.close()
+"""
+
+
+def test_the_child_renders_from_the_bytecode_cache_without_jinja2s_compiler(tmp_path: Path) -> None:
+    """A template whose compiled code is in jinja2's bytecode cache (an earlier build's) is rendered by
+    the child without importing jinja2's compiler, lexer and environment (``jinjaless``: ~75M
+    instructions of its warm-up); extends, ``from … import`` of a macro, a filter, autoescaping and
+    StrictUndefined's error as jinja2 makes them. A template not in the cache: jinja2 compiles it."""
+    import subprocess
+    import sys
+
+    folder = tmp_path / "templates"
+    (folder / "partials").mkdir(parents=True)
+    (folder / "base.html").write_text("<title>{{ title }}</title>{% block main %}{% endblock %}\n")
+    (folder / "partials" / "m.html").write_text("{% macro b(x) %}<b>{{ x|upper }}</b>{% endmacro %}")
+    (folder / "page.html").write_text(
+        '{% extends "base.html" %}{% from "partials/m.html" import b %}'
+        "{% block main %}{{ b(title) }}{{ body }} {{ pid|string }} {{ [1, 2]|join(',') }}"
+        "{% if page.x is defined %}x{% endif %}{% endblock %}"
+    )
+    (folder / "broken.html").write_text("<p>{{ nope }}</p>\n")
+    cache = tmp_path / "jinja"
+    cache.mkdir()
+    env = tpl_mod.environment(folder, cache)
+    ctx: dict[str, Any] = {"title": "a < b", "body": tpl_mod.Markup("<em>k</em>"), "pid": 3, "page": {}}
+    expected = env.render("page.html", ctx)  # (an earlier build: it fills the cache)
+    assert expected == "<title>a &lt; b</title><b>A &lt; B</b><em>k</em> 3 1,2"
+
+    def run(*names: str) -> list[str]:
+        out = subprocess.run(
+            [sys.executable, "-c", _FRESH, str(folder), str(cache), *names],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return out.stdout.splitlines()
+
+    assert run("page.html") == [repr(expected), "False False"]
+    import jinja2.bccache
+
+    from cernvm_build.site import jinjaless
+
+    assert jinja2.bccache.bc_magic == jinjaless.MAGIC  # (another jinja2's format: a new test)
+    # not in the cache: jinja2 (compiler and all) renders it there, the same page as ever
+    (folder / "other.html").write_text("{{ title }}!")
+    assert run("other.html") == [repr("a &lt; b!"), "True False"]
+
+
+def test_the_cached_code_path_opens_no_fifo_an_extends_names(tmp_path: Path) -> None:
+    """``{% extends name %}`` with a name only known while rendering: a FIFO there is left to jinja2
+    (not a file: TemplateNotFound, one line), not opened and waited on for ever."""
+    from cernvm_build.site import jinjaless
+
+    env = _env(tmp_path)
+    (env.folder / "inc.html").write_text("{% extends name %}")
+    os.mkfifo(env.folder / "fifo")
+    with pytest.raises(BuildError):  # (and its code is in the cache now)
+        env.render("inc.html", {"name": "fifo"})
+    fast = jinjaless.Fast(env.folder, env.bytecode_cache)
+    fast.warm()
+    signal.alarm(20)
+    try:
+        assert fast.render("inc.html", {"name": "fifo"}) is None
+        assert fast.render("page.html", {"title": "t", "body": "", "pid": 1}) is None  # not cached
+    finally:
+        signal.alarm(0)
