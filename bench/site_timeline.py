@@ -5,7 +5,7 @@
     python bench/site_timeline.py --rebuild --idle --rounds 5         # one-page rebuilds, render child
 
 With ``--rebuild`` the builds traced are one-page rebuilds after a full build (each round edits the
-same page's body); their render child's steps (``renderchild``: its jinja2 import, ``warm``, and the
+same page's body); their render child's steps (``renderchild``: its templates' warm-up, ``warm``, and the
 search shard it makes) are printed per process, with the parent's waits for it. ``--idle`` forks that
 child as on an idle host (``renderchild.idle_core`` taken as true), whatever the load.
 
@@ -136,6 +136,7 @@ STEPS = [
     ("renderchild.RenderChild", "end_call"),
     ("renderchild", "_serve"),
     ("templates.Environment", "warm"),
+    ("jinjaless.Fast", "warm"),  # the render child's warm-up (jinja2's compiled code, sp34d)
     ("search", "_write_shards"),
 ]
 

@@ -47,7 +47,7 @@ def test_a_one_page_rebuilds_timeline_shows_the_render_childs_steps(
     [events] = site_timeline._rebuilds(Path(__file__).resolve().parents[2], site, tmp_path, 2, 1, idle=True)
     parent = events[0][0]
     child = {e[1] for e in events if e[0] != parent}
-    assert {"warm", "_write_shards"} <= child  # the child's jinja2 import and the search shard
+    assert {"warm", "_write_shards"} <= child  # the child's templates (jinjaless) and the search shard
     assert {"recorded", "render", "end_call"} <= {e[1] for e in events if e[0] == parent}
     site_timeline._report(events)
     out = capsys.readouterr().out
