@@ -489,22 +489,22 @@ def ingest_image(
                 f"has {', '.join(clash)} as tags of their own",
                 hint="ingest those tags by themselves, or rename them in the registry",
             )
+
+        def manifest(where: str, digest: str) -> bytes:
+            try:
+                return inspect_raw(f"{w.registry}/{w.repository}@{digest}", opts=opts)
+            except BuildError as e:  # named by what of the list it is
+                raise BuildError(f"{where}: {e.message}", hint=e.hint or "") from None
+
         for p in platforms:
             where = f"{ref} ({p.name})"
-            try:
-                raw = inspect_raw(f"{w.registry}/{w.repository}@{p.digest}", opts=opts)
-            except BuildError as e:
-                raise BuildError(f"{where}: {e.message}", hint=e.hint or "") from None
+            raw = manifest(where, p.digest)
             need += check_before_pull(where, raw, limits)
             layers += _layer_digests(raw)
         extra = attestations(raw_top)
         for digest in extra:
             where = f"{ref} (attestation {digest})"
-            try:
-                raw = inspect_raw(f"{w.registry}/{w.repository}@{digest}", opts=opts)
-            except BuildError as e:
-                raise BuildError(f"{where}: {e.message}", hint=e.hint or "") from None
-            size, digests = check_attestation(where, raw, limits)
+            size, digests = check_attestation(where, manifest(where, digest), limits)
             need += size
             layers += digests
         _check_space(ref, need, work)
