@@ -176,10 +176,6 @@ DEFAULT_SECTIONS: dict[str, dict[str, Any]] = {
 }
 
 
-#: ``need``'s kinds in words (Python's names were shown: 'must be a str')
-_KIND_WORDS: dict[type, str] = {str: "text", dict: "a mapping", list: "a list"}
-
-
 def load(site_dir: Path, *, base_url: str | None = None, memo: frontmatter.Memo | None = None) -> SiteConfig:
     """``memo``: YAML texts parsed before (``frontmatter.Memo``)."""
     path = site_dir / CONFIG_NAME
@@ -196,7 +192,7 @@ def load(site_dir: Path, *, base_url: str | None = None, memo: frontmatter.Memo 
         value = raw.get(key, default)
         if value is None or not isinstance(value, kind):
             raise BuildError(
-                f"'{key}' must be {_KIND_WORDS[kind]}, not {frontmatter.yaml_kind(value)}",
+                f"'{key}' must be {frontmatter.KIND_WORDS[kind]}, not {frontmatter.yaml_kind(value)}",
                 where=Location(file=str(path), key=key),
                 hint=f"set '{key}:' in {CONFIG_NAME}",
             )

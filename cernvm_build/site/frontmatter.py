@@ -177,6 +177,11 @@ def load_nested(load: Callable[[str], Any], text: str, where: str | Location, wh
         raise BuildError(message, where=where, hint=e.hint) from None
 
 
+#: YAML's kinds of values in words (Python's names were shown: 'must be a str'), for both sides of
+#: 'must be text, not a number'
+KIND_WORDS: dict[type, str] = {dict: "a mapping", list: "a list", str: "text", type(None): "empty"}
+
+
 def yaml_kind(v: Any) -> str:
     """A YAML value's kind in words, for 'must be text, not …'."""
     if isinstance(v, bool):
@@ -185,9 +190,7 @@ def yaml_kind(v: Any) -> str:
         return "a number"
     if isinstance(v, float):
         return "a decimal number"
-    return {dict: "a mapping", list: "a list", str: "text", type(None): "empty"}.get(
-        type(v), type(v).__name__
-    )
+    return KIND_WORDS.get(type(v), type(v).__name__)
 
 
 #: the front matter keys the site build reads (``pages``, ``plan``, ``sources``); a theme's templates
